@@ -5,7 +5,8 @@ compiled steps (:mod:`jaxcssl.train_step`), periodic checkpoints; at the end of 
 the model into the frozen ``old`` pytree, save samples into the replay memory (and DER's stored
 embeddings, EWC's Fisher), checkpoint, and evaluate (kNN / fast linear probe per seen task → the
 accuracy matrix). After the last task: the final evaluation (linear probe with LA/WP/TP, kNN),
-``W/results.json`` and plots.
+``W/results.json`` and plots. A :class:`~jaxcssl.preemption.StopRequest` (time limit, SIGTERM)
+stops the loop at a step boundary after a checkpoint; the same call resumes.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from absl import logging
 
 from jaxcssl import builders, checkpointing, evaluators, metric_writers, replay, sharding
 from jaxcssl.config import flatten, task_epochs, validate
+from jaxcssl.preemption import RunStopped, StopRequest
 from jaxcssl.train_step import TaskData, TrainState, make_optimizer, make_train_step
 
 Pytree = Any
@@ -119,10 +121,18 @@ def _mean_metrics(pending: list[dict[str, jax.Array]], where: str) -> dict[str, 
     return scalars
 
 
-def train(config, workdir: str, *, writer: Optional[Any] = None) -> dict[str, Any]:
+def _stopped(where: str, reason: str, workdir: str, writer, checkpoints: checkpointing.RunCheckpoints) -> RunStopped:
+    """Flush and close (the checkpoint is already saved) and say how to resume."""
+    writer.flush()
+    checkpoints.close()
+    return RunStopped(f"stopped {where} ({reason}); checkpoint saved in {workdir}: the same command resumes")
+
+
+def train(config, workdir: str, *, writer: Optional[Any] = None, stop: Optional[StopRequest] = None) -> dict[str, Any]:
     """Run (or resume) the continual experiment described by ``config`` in ``workdir``.
 
-    Returns the results dict that is also written to ``W/results.json``.
+    Returns the results dict that is also written to ``W/results.json``. Raises
+    :class:`~jaxcssl.preemption.RunStopped` when ``stop`` asks for it, after saving a checkpoint.
     """
     config = validate(config)
     sharding.initialize_distributed(config.train.distributed)
@@ -140,7 +150,7 @@ def train(config, workdir: str, *, writer: Optional[Any] = None) -> dict[str, An
     checkpoints = checkpointing.RunCheckpoints(workdir)
     meta = {
         "next_task": 0, "global_step": 0, "history": [], "matrices": {},
-        "timings": {"train_s": [], "eval_s": [], "steps": []},
+        "timings": {"train_s": [], "eval_s": [], "steps": [], "task_partial_s": 0.0},
     }
     restored = checkpoints.restore_latest(state)
     if restored is not None:
@@ -166,7 +176,8 @@ def train(config, workdir: str, *, writer: Optional[Any] = None) -> dict[str, An
                 state = state.replace(params=initial.params, model_state=initial.model_state)
             state = state.replace(opt_state=sharding.replicate(tx.init(state.params), mesh))
         data = task_data(run.device_images, phase, config, mesh)
-        task_start, pending = time.time(), []
+        # Wall time of the task across restarts: a resumed task continues its clock.
+        task_start, pending = time.time() - meta["timings"].get("task_partial_s", 0.0), []
         task_step = int(state.task_step)
         progress.begin_task(task_step)
         while task_step < phase.total_steps:
@@ -180,15 +191,21 @@ def train(config, workdir: str, *, writer: Optional[Any] = None) -> dict[str, An
             step = int(meta["global_step"]) + task_step
             at_log = task_step % config.train.log_every_steps < k or task_step == phase.total_steps
             at_checkpoint = task_step % config.train.checkpoint_every_steps < k and task_step < phase.total_steps
-            if at_log or at_checkpoint:
+            stop_reason = stop.reason() if stop is not None and task_step < phase.total_steps else None
+            if at_log or at_checkpoint or stop_reason:
                 scalars = _mean_metrics(pending, f"in task {phase.task_id} before step {task_step}")
                 pending = []
                 writer.write_scalars(step, {f"train/{k_}": v for k_, v in scalars.items()})
                 logging.info(progress.line(phase, task_step, total_run_steps - step, scalars))
-            if at_checkpoint:
+            if at_checkpoint or stop_reason:
+                meta["timings"]["task_partial_s"] = time.time() - task_start
                 checkpoints.save_periodic(step, state, meta)
+            if stop_reason:
+                raise _stopped(f"in task {phase.task_id} at step {task_step}/{phase.total_steps}", stop_reason,
+                               workdir, writer, checkpoints)
         meta["timings"]["train_s"].append(time.time() - task_start)
         meta["timings"]["steps"].append(phase.total_steps)
+        meta["timings"]["task_partial_s"] = 0.0
 
         state = end_of_task(config, run, state, phase)
         eval_start = time.time()
@@ -205,6 +222,12 @@ def train(config, workdir: str, *, writer: Optional[Any] = None) -> dict[str, An
         meta["next_task"] = phase.task_id + 1
         state = state.replace(task_step=jnp.zeros_like(state.task_step))
         checkpoints.save_task_end(phase.task_id, state, meta)
+        if stop is not None:
+            is_last = phase.task_id == len(phases) - 1
+            stop_reason = stop.reason(stop.final_eval_s if is_last else 0.0)
+            if stop_reason:
+                where = f"after task {phase.task_id}" + (" before the final evaluation" if is_last else "")
+                raise _stopped(where, stop_reason, workdir, writer, checkpoints)
 
     results = evaluators.final(config, run, state, meta, workdir)
     writer.flush()

@@ -3,14 +3,16 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import pathlib
+import signal
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxcssl import builders, checkpointing, replay, train, train_step
+from jaxcssl import builders, checkpointing, metric_writers, preemption, replay, train, train_step
 from jaxcssl.config import ConfigError, validate
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -88,10 +90,32 @@ class Interrupt(Exception):
     pass
 
 
-def test_an_interrupted_run_resumes_to_identical_numbers(tmp_path, monkeypatch):
+def resume_config():
     config = smoke_config("cromo")
     config.train.checkpoint_every_steps = 3
-    straight = train.train(config, str(tmp_path / "straight"))
+    return config
+
+
+@pytest.fixture(scope="module")
+def straight_run(tmp_path_factory):
+    """An uninterrupted run: its results and workdir."""
+    workdir = tmp_path_factory.mktemp("straight")
+    return train.train(resume_config(), str(workdir)), workdir
+
+
+def assert_same_run(config, straight_workdir, resumed_workdir) -> None:
+    """Task 1's checkpoint holds identical parameters, optimiser state, memory and old model."""
+    target = jax.device_get(builders.init_train_state(config, builders.prepare(validate(config)),
+                                                      train_step.make_optimizer(config)))
+    a, _ = checkpointing.RunCheckpoints(str(straight_workdir)).restore_task(1, target)
+    b, _ = checkpointing.RunCheckpoints(str(resumed_workdir)).restore_task(1, target)
+    assert leaves_equal(a.params, b.params) and leaves_equal(a.opt_state, b.opt_state)
+    assert leaves_equal(a.replay, b.replay) and leaves_equal(a.old, b.old)
+
+
+def test_an_interrupted_run_resumes_to_identical_numbers(tmp_path, monkeypatch, straight_run):
+    config = resume_config()
+    straight, straight_workdir = straight_run
 
     saves = []
     original = checkpointing.RunCheckpoints.save_periodic
@@ -111,12 +135,46 @@ def test_an_interrupted_run_resumes_to_identical_numbers(tmp_path, monkeypatch):
     assert saves and saves[-1] > 8
     assert resumed["final"] == straight["final"]
     assert resumed["matrices"] == straight["matrices"]
-    target = jax.device_get(builders.init_train_state(config, builders.prepare(validate(config)),
-                                                      train_step.make_optimizer(config)))
-    a, _ = checkpointing.RunCheckpoints(str(tmp_path / "straight")).restore_task(1, target)
-    b, _ = checkpointing.RunCheckpoints(str(tmp_path / "resumed")).restore_task(1, target)
-    assert leaves_equal(a.params, b.params) and leaves_equal(a.opt_state, b.opt_state)
-    assert leaves_equal(a.replay, b.replay) and leaves_equal(a.old, b.old)
+    assert_same_run(config, straight_workdir, tmp_path / "resumed")
+
+
+class SigtermInTask1(metric_writers.JsonlWriter):
+    """Sends this process SIGTERM when it writes the first training metrics of task 1."""
+
+    def write_scalars(self, step, scalars):
+        super().write_scalars(step, scalars)
+        if step > 8 and "train/loss" in scalars and not getattr(self, "sent", False):
+            self.sent = True
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+def test_a_time_limit_and_sigterm_stop_with_a_checkpoint_and_resume_identically(tmp_path, straight_run):
+    config = resume_config()
+    straight, straight_workdir = straight_run
+    workdir = str(tmp_path / "stopped")
+    with preemption.StopRequest(time_limit_s=0) as stop:
+        with pytest.raises(preemption.RunStopped, match=r"stopped in task 0 at step 1/8 \(time limit of 0 s reached\)"):
+            train.train(config, workdir, stop=stop)
+    assert checkpointing.RunCheckpoints(workdir).latest.all_steps() == [1]
+
+    previous_handler = signal.getsignal(signal.SIGTERM)
+    with preemption.StopRequest() as stop:
+        writer = SigtermInTask1(os.path.join(workdir, "metrics.jsonl"))
+        with pytest.raises(preemption.RunStopped, match=r"stopped in task 1 at step \d+/8 \(received SIGTERM\)"):
+            train.train(config, workdir, stop=stop, writer=writer)
+    assert signal.getsignal(signal.SIGTERM) is previous_handler
+    checkpoints = checkpointing.RunCheckpoints(workdir)
+    assert checkpoints.task_ids() == [0] and max(checkpoints.latest.all_steps()) > 8
+
+    # Stopping before the final evaluation when too little time is left for it.
+    with preemption.StopRequest(time_limit_s=3600, final_eval_s=7200) as stop:
+        with pytest.raises(preemption.RunStopped, match="after task 1 before the final evaluation"):
+            train.train(config, workdir, stop=stop)
+    resumed = train.train(config, workdir)
+    assert resumed["final"] == straight["final"]
+    assert resumed["matrices"] == straight["matrices"]
+    assert_same_run(config, straight_workdir, workdir)
+    assert len(resumed["timings"]["train_seconds"]) == 2
 
 
 # --- workdir and NaN safety --------------------------------------------------------------------------------

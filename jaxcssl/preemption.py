@@ -1,0 +1,76 @@
+"""Stopping a run early and cleanly: a wall-clock limit and SIGTERM.
+
+A run given a time limit (``--time_limit=9m``) or sent SIGTERM (the notice a batch scheduler or a
+preemptible Cloud TPU gives before it kills a job) stops at the next step boundary, saves a
+checkpoint and raises :class:`RunStopped`; ``python -m jaxcssl.main`` then exits with status
+:data:`EXIT_RESUMABLE`, and the same command resumes the run. A loop in a job script::
+
+    until python -m jaxcssl.main --config=... --workdir=W --time_limit=55m; do [ $? -eq 75 ] || break; done
+"""
+from __future__ import annotations
+
+import re
+import signal
+import threading
+import time
+from typing import Optional
+
+EXIT_RESUMABLE = 75  # EX_TEMPFAIL (sysexits.h): stopped early, try again
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*([smh]?)\s*$")
+_SECONDS = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+class RunStopped(Exception):
+    """The run stopped on request after saving a checkpoint; rerunning the same command resumes it."""
+
+
+def parse_duration(text: str, name: str = "duration") -> float:
+    """Seconds in ``"90"``, ``"90s"``, ``"9m"`` or ``"1.5h"``; ``name`` (the flag) for the error."""
+    match = _DURATION.match(text)
+    if match is None:
+        raise ValueError(f"{name}={text!r} is not a duration like 90, 90s, 9m or 1.5h")
+    return float(match.group(1)) * _SECONDS[match.group(2)]
+
+
+class StopRequest:
+    """Whether the run should stop now: a time limit has passed or SIGTERM arrived.
+
+    Used as a context manager, it handles SIGTERM (in the main thread) for its duration and then
+    restores the previous handler. The time limit counts from construction. ``final_eval_s``: the
+    final evaluation (which cannot be resumed half-way) starts only if that many seconds are left;
+    otherwise the run stops after its last task and the rerun evaluates.
+    """
+
+    def __init__(self, time_limit_s: Optional[float] = None, *, final_eval_s: float = 0.0):
+        if time_limit_s is not None and time_limit_s < 0:
+            raise ValueError(f"time limit {time_limit_s} s is negative")
+        self.time_limit_s = time_limit_s
+        self.final_eval_s = final_eval_s
+        self._deadline = None if time_limit_s is None else time.monotonic() + time_limit_s
+        self._signal: Optional[str] = None
+        self._previous_handler = None
+
+    def __enter__(self) -> "StopRequest":
+        if threading.current_thread() is threading.main_thread():
+            self._previous_handler = signal.signal(signal.SIGTERM, self._on_signal)
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        if self._previous_handler is not None:
+            signal.signal(signal.SIGTERM, self._previous_handler)
+            self._previous_handler = None
+
+    def _on_signal(self, signum: int, frame) -> None:
+        self._signal = signal.Signals(signum).name
+
+    def remaining_s(self) -> float:
+        """Seconds left before the time limit (infinite without one)."""
+        return float("inf") if self._deadline is None else self._deadline - time.monotonic()
+
+    def reason(self, reserve_s: float = 0.0) -> Optional[str]:
+        """Why the run should stop now, or ``None``; ``reserve_s``: seconds the next stage needs."""
+        if self._signal is not None:
+            return f"received {self._signal}"
+        if self.remaining_s() <= reserve_s:
+            return f"time limit of {self.time_limit_s:g} s reached"
+        return None
