@@ -157,8 +157,10 @@ def _step_flops(one_step_lowered, compiled_cost: dict[str, float], steps_per_cal
     """FLOPs of one training step and where they come from.
 
     First choice: XLA's cost analysis of the lowered one-step HLO (before fusion; every convolution
-    and dot appears as such on any backend). If a backend cannot analyse lowered HLO, the compiled
-    program's count, which is one step only without a scan loop.
+    and dot appears as such on any backend). PJRT C-API clients (the CUDA plugin) cannot analyse
+    lowered HLO (``Lowered.cost_analysis()`` gives ``None``); then the compiled one-step program's
+    count (after fusion): the timed program's when it is one step, else the one-step program
+    compiled for the purpose (a scan body would be counted once for all its steps).
     """
     try:
         flops = _cost(one_step_lowered.cost_analysis()).get("flops")
@@ -166,8 +168,10 @@ def _step_flops(one_step_lowered, compiled_cost: dict[str, float], steps_per_cal
         flops = None
     if flops:
         return flops, "lowered one-step HLO"
-    if steps_per_call == 1 and compiled_cost.get("flops"):
-        return compiled_cost["flops"], "compiled program"
+    if steps_per_call > 1:
+        compiled_cost = _cost(one_step_lowered.compile().cost_analysis())
+    if compiled_cost.get("flops"):
+        return compiled_cost["flops"], "compiled one-step program"
     return None, "n/a"
 
 

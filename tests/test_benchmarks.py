@@ -102,6 +102,30 @@ def test_peak_table_and_cost_formats():
     assert throughput._cost(None) == {} == throughput._cost([])
 
 
+class _Lowered:
+    """A lowered program whose backend cannot analyse lowered HLO (PJRT C-API clients, e.g. CUDA)."""
+
+    def __init__(self, compiled_flops: float):
+        self.compiled_flops, self.compiles = compiled_flops, 0
+
+    def cost_analysis(self):
+        return None
+
+    def compile(self):
+        self.compiles += 1
+        return type("Compiled", (), {"cost_analysis": lambda _: {"flops": self.compiled_flops}})()
+
+
+def test_flops_fall_back_to_the_compiled_one_step_program():
+    one_step = _Lowered(compiled_flops=7.0)
+    assert throughput._step_flops(one_step, {"flops": 3.0}, 1) == (3.0, "compiled one-step program")
+    assert one_step.compiles == 0  # the timed program is the one-step program
+    # A scan of 4 steps is not one step's count: the one-step program is compiled for it.
+    assert throughput._step_flops(one_step, {"flops": 3.0}, 4) == (7.0, "compiled one-step program")
+    assert one_step.compiles == 1
+    assert throughput._step_flops(_Lowered(compiled_flops=0.0), {}, 4) == (None, "n/a")
+
+
 def test_flags_override_every_preset_configuration():
     args = throughput._parser().parse_args(["--preset", "targets", "--steps_per_call", "4", "--compiler_option",
                                             "xla_gpu_autotune_level=0"])
