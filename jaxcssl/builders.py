@@ -96,6 +96,11 @@ def prepare(config) -> Run:
     """Load the data, build the split, method, strategy and mesh; raise on anything that cannot work."""
     mesh = sharding.make_mesh(config.train.num_devices)
     sharding.check_batch_divisible(config.train.batch_size, mesh)
+    if config.model.dtype == "bfloat16" and mesh.devices.flat[0].platform == "cpu":
+        raise ConfigError(
+            "model.dtype='bfloat16' on CPU devices: XLA:CPU (jaxlib 0.11) computes NaN in bfloat16 "
+            "inference-mode convolutions and gains no speed; use model.dtype=float32 on CPUs, bfloat16 on GPUs/TPUs"
+        )
     dataset = load_dataset(config)
     split = make_split(config, dataset)
     method = build_ssl_method(config, config.dataset.name)

@@ -211,6 +211,15 @@ def test_a_split_that_does_not_fit_the_dataset_fails_before_compiling():
         builders.prepare(validate(config))
 
 
+def test_bfloat16_on_cpu_is_refused_before_loading_anything():
+    config = smoke_config("finetune")
+    config.model.dtype = "bfloat16"
+    config.dataset.source = "npz"
+    config.dataset.path = "/nonexistent.npz"  # never read: the dtype check comes first
+    with pytest.raises(ConfigError, match=r"^model.dtype='bfloat16' on CPU devices: .* use model.dtype=float32 on CPUs"):
+        builders.prepare(validate(config))
+
+
 # --- batches and schedules ---------------------------------------------------------------------------------
 def _indices_at(task_step: int, rows: np.ndarray, batch: int) -> np.ndarray:
     state = train_step.TrainState(

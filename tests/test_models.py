@@ -240,7 +240,11 @@ def test_bfloat16_compute_keeps_float32_params_and_output(tiny18):
     bf16 = resnet18(width=WIDTH, dtype=jnp.bfloat16)
     abstract = jax.eval_shape(lambda: bf16.init(jax.random.key(1), x, train=False))
     assert {leaf.dtype for leaf in jax.tree.leaves(abstract)} == {jnp.dtype(jnp.float32)}
-    out = jax.jit(lambda v, x: bf16.apply(v, x, train=False))(variables, x)
+    lowered = jax.jit(lambda v, x: bf16.apply(v, x, train=False)).lower(variables, x)
+    # XLA:CPU's YNNPACK fusion computes NaN in bfloat16 inference convolutions (jaxlib 0.11.2; the
+    # engine refuses bfloat16 on CPU for this reason): the model is tested without that fusion.
+    options = {"xla_cpu_experimental_ynn_fusion_type": ""} if jax.default_backend() == "cpu" else {}
+    out = lowered.compile(options)(variables, x)
     ref, _ = eval_apply(variables, x)
     assert out.dtype == jnp.float32
     rel = np.linalg.norm(np.asarray(out) - np.asarray(ref)) / np.linalg.norm(np.asarray(ref))
