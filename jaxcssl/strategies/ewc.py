@@ -8,6 +8,7 @@ last task end.
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -43,25 +44,27 @@ class EWC(Strategy):
         return state.replace(strategy_state={"fisher": total, "anchor": anchor})
 
 
+@functools.partial(jax.jit, static_argnames=("method", "views", "batch_size"))
+def _squared_gradient(model_params, model_state, images: jax.Array, candidates: jax.Array, key: jax.Array, *,
+                      method, views, batch_size: int):
+    """Squared SSL-loss gradient on one augmented batch drawn from ``candidates`` (compiled once per shape)."""
+    k_pick, k1, k2 = jax.random.split(key, 3)
+    batch = images[jax.random.choice(k_pick, candidates, (batch_size,), replace=False)]
+    view1, view2 = augment(k1, batch, views[0]), augment(k2, batch, views[1])
+
+    def ssl(p):
+        return ssl_only(method, {"model": p}, model_state, view1, view2)[0]
+
+    return jax.tree_util.tree_map(jnp.square, jax.grad(ssl)(model_params))
+
+
 def estimate_fisher(run, state, indices, key, num_batches: int):
     """Mean of squared SSL-loss gradients over ``num_batches`` augmented batches of ``indices``."""
-    method, views = run.method, run.views
     batch_size = min(len(indices), run.batch_size)
     candidates = jnp.asarray(indices, jnp.int32)
-
-    @jax.jit
-    def squared_gradient(model_params, model_state, key):
-        k_pick, k1, k2 = jax.random.split(key, 3)
-        images = run.device_images[jax.random.choice(k_pick, candidates, (batch_size,), replace=False)]
-        view1, view2 = augment(k1, images, views[0]), augment(k2, images, views[1])
-
-        def ssl(p):
-            return ssl_only(method, {"model": p}, model_state, view1, view2)[0]
-
-        return jax.tree_util.tree_map(jnp.square, jax.grad(ssl)(model_params))
-
     fisher = jax.tree_util.tree_map(jnp.zeros_like, state.params["model"])
     for i in range(num_batches):
-        g2 = squared_gradient(state.params["model"], state.model_state, jax.random.fold_in(key, i))
+        g2 = _squared_gradient(state.params["model"], state.model_state, run.device_images, candidates,
+                               jax.random.fold_in(key, i), method=run.method, views=run.views, batch_size=batch_size)
         fisher = jax.tree_util.tree_map(jnp.add, fisher, g2)
     return jax.tree_util.tree_map(lambda f: f / num_batches, fisher)
