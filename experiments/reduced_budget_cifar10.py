@@ -53,6 +53,10 @@ def _minutes(seconds: Sequence[float]) -> str:
     return f"{sum(seconds) / 60:.1f}"
 
 
+def _finished(workdir: str, strategy: str) -> bool:
+    return os.path.exists(os.path.join(workdir, strategy, "results.json"))
+
+
 def table(workdir: str, strategies: Sequence[str]) -> str:
     """The Markdown table of the finished runs in ``workdir``; unfinished ones are marked so."""
     lines = [
@@ -63,11 +67,10 @@ def table(workdir: str, strategies: Sequence[str]) -> str:
     for strategy in strategies:
         paper = " / ".join(f"{v:.2f}" for v in PAPER_TABLE2.get(strategy, ())) or "–"
         label = LABELS.get(strategy, strategy)
-        run_dir = os.path.join(workdir, strategy)
-        if not os.path.exists(os.path.join(run_dir, "results.json")):
+        if not _finished(workdir, strategy):
             lines.append(f"| {label} | not finished | | | | {paper} | | | | |")
             continue
-        results = evaluation.read_results(run_dir)
+        results = evaluation.read_results(os.path.join(workdir, strategy))
         linear: dict[str, Any] = results["final"].get("linear", {})
         knn: dict[str, Any] = results["final"].get("knn", {})
         timings = results["timings"]
@@ -86,7 +89,7 @@ def write_report(workdir: str, strategies: Sequence[str], config) -> str:
     """``<workdir>/RESULTS.md``: the budget (of the first finished run, else of ``config``), then the table."""
     budget = config.to_dict()
     for strategy in strategies:
-        if os.path.exists(os.path.join(workdir, strategy, "results.json")):
+        if _finished(workdir, strategy):
             budget = evaluation.read_results(os.path.join(workdir, strategy))["config"]
             break
     header = (
@@ -105,7 +108,7 @@ def run_all(config, workdir: str, strategies: Sequence[str], stop: preemption.St
     """Train (or resume, or skip when finished) every strategy in turn; raises ``RunStopped``."""
     for strategy in strategies:
         run_dir = os.path.join(workdir, strategy)
-        if os.path.exists(os.path.join(run_dir, "results.json")):
+        if _finished(workdir, strategy):
             logging.info("%s: finished earlier, reading %s", strategy, run_dir)
             continue
         run_config = config.copy_and_resolve_references()
@@ -124,10 +127,7 @@ def main(argv: list[str]) -> None:
         print(write_report(workdir, strategies, config), flush=True)
         return
     try:
-        limit = preemption.parse_duration(_TIME_LIMIT.value, "--time_limit") if _TIME_LIMIT.value else None
-        stop = preemption.StopRequest(limit, final_eval_s=preemption.parse_duration(_FINAL_EVAL_TIME.value,
-                                                                                    "--final_eval_time"))
-        with stop:
+        with preemption.StopRequest.from_flags(_TIME_LIMIT.value, _FINAL_EVAL_TIME.value) as stop:
             run_all(config, workdir, strategies, stop)
     except preemption.RunStopped as stopped:
         print(write_report(workdir, strategies, config), flush=True)

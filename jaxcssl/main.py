@@ -49,10 +49,7 @@ def main(argv: list[str]) -> None:
     # Orbax reports every checkpoint step at INFO; keep the console to the run's own lines.
     logging.get_absl_handler().addFilter(lambda record: "orbax" not in record.pathname)
     try:
-        limit = preemption.parse_duration(_TIME_LIMIT.value, "--time_limit") if _TIME_LIMIT.value else None
-        final_eval_s = preemption.parse_duration(_FINAL_EVAL_TIME.value, "--final_eval_time")
-        stop = preemption.StopRequest(limit, final_eval_s=final_eval_s)
-        with stop:
+        with preemption.StopRequest.from_flags(_TIME_LIMIT.value, _FINAL_EVAL_TIME.value) as stop:
             results = train.train(_CONFIG.value, _WORKDIR.value, stop=stop)
     except preemption.RunStopped as stopped:
         print(f"jaxcssl: {stopped}", file=sys.stderr, flush=True)

@@ -50,6 +50,12 @@ class StopRequest:
         self._signal: Optional[str] = None
         self._previous_handler = None
 
+    @classmethod
+    def from_flags(cls, time_limit: str, final_eval_time: str) -> "StopRequest":
+        """From the ``--time_limit`` ("" = none) and ``--final_eval_time`` flag values."""
+        limit = parse_duration(time_limit, "--time_limit") if time_limit else None
+        return cls(limit, final_eval_s=parse_duration(final_eval_time, "--final_eval_time"))
+
     def __enter__(self) -> "StopRequest":
         if threading.current_thread() is threading.main_thread():
             self._previous_handler = signal.signal(signal.SIGTERM, self._on_signal)

@@ -35,6 +35,14 @@ def test_a_negative_limit_is_refused():
         preemption.StopRequest(-1.0)
 
 
+def test_from_flags_parses_both_durations():
+    assert preemption.StopRequest.from_flags("", "0").remaining_s() == float("inf")
+    stop = preemption.StopRequest.from_flags("1h", "5m")
+    assert stop.time_limit_s == 3600.0 and stop.final_eval_s == 300.0
+    with pytest.raises(ValueError, match="--final_eval_time='later' is not a duration"):
+        preemption.StopRequest.from_flags("1h", "later")
+
+
 def test_the_time_limit_and_the_final_evaluation_reserve():
     assert preemption.StopRequest().reason(reserve_s=1e9) is None
     assert preemption.StopRequest().remaining_s() == float("inf")
