@@ -1,9 +1,9 @@
 r"""Throughput of the compiled training step (GitHub issue "GPU performance", item 1).
 
 For one strategy x SSL objective x batch x precision, build the run exactly as the engine does
-(:func:`jaxcssl.builders.prepare`, :func:`~jaxcssl.builders.init_train_state`,
-:func:`jaxcssl.train.end_of_task` for a later-task step, :func:`jaxcssl.train_step.make_train_step`)
-on a synthetic dataset of CIFAR shape, then measure:
+(:func:`jaxcssl.engine.prepare` -> the continual learner's ``init_state``, ``end_phase`` for a
+later-task step, ``step_fn`` compiled by :func:`jaxcssl.engine.compile.compile_step`) on a synthetic
+dataset of CIFAR shape, then measure:
 
 * compile time: ``lower()`` (trace + StableHLO) and ``compile()`` of the jitted step, and the first
   call (lower + compile + first execution); the timed program is that compiled executable;
@@ -54,11 +54,12 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from jaxcssl import builders, replay, sharding, train  # noqa: E402
-from jaxcssl.config import PAPER_SETTINGS, STRATEGIES, paper_config, validate  # noqa: E402
+from jaxcssl import engine, replay, sharding, strategies  # noqa: E402
+from jaxcssl.config import PAPER_SETTINGS, paper_config, validate  # noqa: E402
 from jaxcssl.data.augment import augment  # noqa: E402
-from jaxcssl.methods import METHODS  # noqa: E402
-from jaxcssl.train_step import batch_indices, make_optimizer, make_train_step  # noqa: E402
+from jaxcssl.engine.compile import compile_step  # noqa: E402
+from jaxcssl.learners.continual import ContinualLearner, batch_indices  # noqa: E402
+from jaxcssl.methods import REGISTRY as METHODS  # noqa: E402
 
 # Dense (no structured sparsity) peak TFLOP/s per chip: (substring of jax's device_kind, bfloat16,
 # tf32, float32 without tensor cores). Sources: NVIDIA H100 Tensor Core GPU datasheet (2023; SXM5,
@@ -209,18 +210,19 @@ def _perturbed(tree: Any, key: jax.Array, scale: float = 0.05) -> Any:
     return jax.tree_util.tree_unflatten(treedef, noisy)
 
 
-def _input_program(run: builders.Run, bench: Bench, sample_memory: bool):
+def _input_program(learner: ContinualLearner, bench: Bench, sample_memory: bool):
     """The input half of the engine's step alone (batch indices, gather, two augmented views, replay
     sample and its two views), to weigh augmentation against the model (``--breakdown``)."""
+    views = learner.views
 
     def inputs(state, data):
-        key = jax.random.fold_in(state.key, state.step)
+        key = jax.random.fold_in(data.step_key, state.step)
         k_view1, k_view2, k_memory, k_mem1, k_mem2, _ = jax.random.split(key, 6)
-        images = data.images[batch_indices(state, data, bench.batch)]
-        out = [augment(k_view1, images, run.views[0]), augment(k_view2, images, run.views[1])]
+        images = data.images[batch_indices(state.phase_step, data, bench.batch)]
+        out = [augment(k_view1, images, views[0]), augment(k_view2, images, views[1])]
         if sample_memory:
             memory = replay.sample(state.replay, k_memory, bench.replay)["images"]
-            out += [augment(k_mem1, memory, run.views[0]), augment(k_mem2, memory, run.views[1])]
+            out += [augment(k_mem1, memory, views[0]), augment(k_mem2, memory, views[1])]
         return out
 
     return jax.jit(inputs)
@@ -250,27 +252,24 @@ def _git_revision() -> str:
 def measure(bench: Bench, *, breakdown: bool = False, profile_dir: str = "") -> dict[str, Any]:
     """Build the engine's step for ``bench``, compile it, time it; the JSON record."""
     config = make_config(bench)
-    run = builders.prepare(config)
+    learner = engine.prepare(config)
     later = bench.task == "later"
-    if later and run.num_tasks < 2:
+    phases = learner.plan()
+    if later and len(phases) < 2:
         raise ValueError(f"--task later: strategy {bench.strategy!r} trains a single joint task")
-    tx = make_optimizer(config)
-    phases = train.plan_phases(config, run)
-    state = builders.init_train_state(config, run, tx)
+    state = learner.init_state()
     if later:  # the engine's task end: old model snapshot, replay memory filled, strategy consolidation
-        state = train.end_of_task(config, run, state, phases[0])
+        state = learner.end_phase(state, phases[0])
         old = _perturbed(state.old, jax.random.PRNGKey(1))
-        state = state.replace(old=sharding.replicate(old, run.mesh), task_step=jnp.zeros_like(state.task_step))
+        state = state.replace(old=sharding.replicate(old, learner.data.mesh),
+                              phase_step=jnp.zeros_like(state.phase_step))
     phase = phases[1] if later else phases[0]
-    data = train.task_data(run.device_images, phase, config, run.mesh)
-    sample_memory = run.strategy.uses_replay and later
+    data = learner.inputs(phase)
+    sample_memory = learner.memory_spec is not None and later
+    step_fn = learner.step_fn(phase.program)
 
     def program(steps_per_call: int):
-        return make_train_step(
-            run.method, run.strategy, tx, run.views, batch_size=bench.batch, replay_batch=bench.replay,
-            has_old=later, total_run_steps=sum(p.total_steps for p in phases), ema_base=config.ssl.ema_base,
-            mesh=run.mesh, steps_per_call=steps_per_call,
-        )
+        return compile_step(step_fn, learner.data.mesh, steps_per_call)
 
     step = program(bench.steps_per_call)
     jax.block_until_ready(state)
@@ -298,7 +297,7 @@ def measure(bench: Bench, *, breakdown: bool = False, profile_dir: str = "") -> 
     if memory is not None:
         xla_bytes = (memory.argument_size_in_bytes + memory.output_size_in_bytes - memory.alias_size_in_bytes
                      + memory.temp_size_in_bytes)
-    device = run.mesh.devices.flat[0]
+    device = learner.data.mesh.devices.flat[0]
     stats = device.memory_stats() or {}
 
     call_s = statistics.median(rounds)
@@ -309,7 +308,7 @@ def measure(bench: Bench, *, breakdown: bool = False, profile_dir: str = "") -> 
         "date_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "device_kind": device.device_kind,
         "platform": device.platform,
-        "mesh_devices": int(run.mesh.devices.size),
+        "mesh_devices": int(learner.data.mesh.devices.size),
         "jax": jax.__version__,
         "python": platform.python_version(),
         "git": _git_revision(),
@@ -317,8 +316,8 @@ def measure(bench: Bench, *, breakdown: bool = False, profile_dir: str = "") -> 
         **{k: v for k, v in dataclasses.asdict(bench).items() if k != "replay"},
         "replay": bench.replay if sample_memory else 0,
         "compiler_options": dict(bench.compiler_options),
-        "dataset_size": int(run.device_images.shape[0]),
-        "task_size": int(phase.rows.shape[1]),
+        "dataset_size": int(learner.data.device_images.shape[0]),
+        "task_size": int(learner.phase_rows[phase.index][1].shape[1]),
         "lower_s": t1 - t0,
         "compile_s": t2 - t1,
         "first_call_s": t3 - t0,
@@ -340,7 +339,7 @@ def measure(bench: Bench, *, breakdown: bool = False, profile_dir: str = "") -> 
         "method_note": METHOD_NOTE,
     }
     if breakdown:
-        inputs = _input_program(run, bench, sample_memory)
+        inputs = _input_program(learner, bench, sample_memory)
         jax.block_until_ready(inputs(state, data))
         start = time.perf_counter()
         for _ in range(bench.steps):
@@ -394,8 +393,9 @@ def _parser() -> argparse.ArgumentParser:
         if field.name == "compiler_options":
             continue
         kind = {"int": int, "float": float, "str": str}[field.type]
-        choices = {"dtype": ("float32", "bfloat16"), "task": ("first", "later"), "strategy": STRATEGIES,
-                   "method": METHODS, "setting": tuple(PAPER_SETTINGS)}.get(field.name)
+        choices = {"dtype": ("float32", "bfloat16"), "task": ("first", "later"),
+                   "strategy": strategies.REGISTRY.names(), "method": METHODS.names(),
+                   "setting": tuple(PAPER_SETTINGS)}.get(field.name)
         p.add_argument(f"--{field.name}", type=kind, default=None, choices=choices,
                        help=f"the preset's value; with --preset none: {field.default!r}")
     p.add_argument("--compiler_option", action="append", default=None, metavar="KEY=VALUE",

@@ -1,7 +1,7 @@
 r"""CroMo-Mixup on CIFAR-100 (Table 2): ``--config=configs/cromo_cifar100.py:split10,simclr``.
 
 The argument is ``<split5|split10>[,<ssl method>]`` (default ``split5,barlow_twins``); ζ = 0
-(CroMo-Mixup*) is ``--config.strategy.distill_weight=0``.
+(CroMo-Mixup*) is ``--config.strategy.cromo.distill_weight=0``.
 """
 from jaxcssl.config import paper_config_from_arg
 

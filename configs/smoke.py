@@ -18,7 +18,7 @@ def get_config(arg: str = "cromo,barlow_twins"):
     c.strategy.samples_per_task = 16
     c.strategy.replay_batch = 8
     c.strategy.distill_hidden_dim = 32
-    c.strategy.ewc_batches = 2
+    c.strategy.ewc.batches = 2
     c.model.width = 8
     c.model.head_scale = 1 / 64
     if c.ssl.method == "mocov2":

@@ -6,8 +6,8 @@
 #
 # * data: `jaxcssl.data.datasets.load_dataset` (here the 6,000-image CIFAR-10 JPEG subset shipped with the
 #   package, or `--data=synthetic`),
-# * model: `jaxcssl.models.resnet18` + `projector_for("barlow_twins", ...)`,
-# * views: `jaxcssl.data.augment.ssl_views` + `augment` (on-device, per-sample, jittable),
+# * model: `jaxcssl.models.resnet18` + `jaxcssl.methods.projector_for("barlow_twins", ...)`,
+# * views: `jaxcssl.methods.ssl_views` + `jaxcssl.data.augment.augment` (on-device, per-sample, jittable),
 # * objective: `jaxcssl.losses.barlow_twins`, a pure function of two `[N, D]` embeddings,
 # * optimiser: `jaxcssl.optim.lars` (an optax transformation),
 # * evaluation: `jaxcssl.evaluation.extract_features` + `knn_accuracy`.
@@ -32,8 +32,8 @@ import optax
 from jaxcssl import evaluation, losses, optim
 from jaxcssl.data import augment as aug
 from jaxcssl.data.datasets import DEMO_CIFAR10_SUBSET, load_dataset
-from jaxcssl.methods import method_defaults
-from jaxcssl.models import projector_for, resnet18
+from jaxcssl.methods import method_defaults, projector_for, ssl_views
+from jaxcssl.models import resnet18
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--steps", type=int, default=30)
@@ -103,7 +103,7 @@ print("identical views:", float(barlow_twins(z, z)),
 # (its own BatchNorm statistics), as in the reference code.
 
 # %%
-view1, view2 = aug.ssl_views("barlow_twins", image_size, mean, std)
+view1, view2 = ssl_views("barlow_twins", image_size, mean, std)
 peak_lr = defaults["base_lr"] * args.batch / 256
 schedule = optax.warmup_cosine_decay_schedule(0.0, peak_lr, max(args.steps // 10, 1), args.steps)
 tx = optim.lars(schedule, weight_decay=defaults["weight_decay"])

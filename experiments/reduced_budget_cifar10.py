@@ -24,7 +24,8 @@ from typing import Any, Optional, Sequence
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from jaxcssl import evaluation, preemption, train
+from jaxcssl import engine, evaluation, preemption
+from jaxcssl import strategies as strategies_lib
 
 # CroMo-Mixup Table 2, CIFAR10-Split2, Barlow Twins, 500 epochs per task: LA / WP / TP (%).
 PAPER_TABLE2 = {
@@ -32,7 +33,6 @@ PAPER_TABLE2 = {
     "cassle_plus": (86.81, 90.30, 95.91),
     "cromo": (88.22, 91.78, 95.75),
 }
-LABELS = {"finetune": "Fine-tune", "cassle_plus": "CaSSLe+", "cromo": "CroMo-Mixup"}
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", os.path.join(os.path.dirname(__file__), "..", "configs", "cifar10_split2_reduced.py"),
@@ -66,7 +66,7 @@ def table(workdir: str, strategies: Sequence[str]) -> str:
     ]
     for strategy in strategies:
         paper = " / ".join(f"{v:.2f}" for v in PAPER_TABLE2.get(strategy, ())) or "–"
-        label = LABELS.get(strategy, strategy)
+        label = strategies_lib.REGISTRY.get(strategy).label
         if not _finished(workdir, strategy):
             lines.append(f"| {label} | not finished | | | | {paper} | | | | |")
             continue
@@ -114,7 +114,7 @@ def run_all(config, workdir: str, strategies: Sequence[str], stop: preemption.St
         run_config = config.copy_and_resolve_references()
         run_config.strategy.name = strategy
         logging.info("%s: training in %s", strategy, run_dir)
-        train.train(run_config, run_dir, stop=stop)
+        engine.run(run_config, run_dir, stop=stop)
 
 
 def main(argv: list[str]) -> None:

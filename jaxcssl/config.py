@@ -4,6 +4,10 @@ Every config file under ``configs/`` starts from :func:`base_config` (the schema
 and changes values; :func:`validate` runs before anything compiles and raises one
 :class:`ConfigError` line that names the culprit (an unknown key, method, strategy or dataset, a
 split that does not fit, a batch that does not divide over the devices, ...).
+
+The schema is assembled from the registries: every strategy contributes ``strategy.<name>.*`` (its
+``CONFIG``), every learner ``<name>.*``, and each checks its own values (``check``); the names of
+``learner.name``, ``strategy.name``, ``ssl.method`` and the evaluation protocols are the registries'.
 """
 from __future__ import annotations
 
@@ -11,18 +15,30 @@ from typing import Any, Mapping, Sequence
 
 import ml_collections
 
-from jaxcssl.methods import METHODS, method_defaults
+from jaxcssl import learners, methods, optim, strategies
+from jaxcssl.data import splits
+from jaxcssl.errors import ConfigError
+from jaxcssl.evaluation import protocols
+from jaxcssl.methods import method_defaults
 
-STRATEGIES = (
-    "offline", "finetune", "er", "cassle", "cassle_plus", "lump", "ewc", "der", "sycon", "cromo",
-)
 DATASETS = ("cifar10", "cifar100", "tiny_imagenet", "imagenet100", "synthetic")
 SOURCES = ("tfds", "cifar_archive", "image_folder", "npz", "synthetic")
-EVALUATIONS = ("knn", "linear_fast", "linear")
 # Sub-dicts whose keys depend on the chosen method: checked against the method, not the schema.
 FREE_FORM = ("ssl.loss", "ssl.options")
+# Keys that moved; a config or command line still using one gets a line naming the new key.
+RENAMED = {
+    "strategy.distill_weight": "strategy.<cassle|cassle_plus|cromo>.distill_weight",
+    "strategy.mixup": "strategy.cromo.mixup",
+    "strategy.lump_alpha": "strategy.lump.alpha",
+    "strategy.ewc_weight": "strategy.ewc.weight",
+    "strategy.ewc_batches": "strategy.ewc.batches",
+    "strategy.der_weight": "strategy.der.weight",
+    "strategy.sycon_temperature": "strategy.sycon.temperature",
+    "strategy.sycon_stability_weight": "strategy.sycon.stability_weight",
+    "strategy.sycon_negative_weight": "strategy.sycon.negative_weight",
+}
 
-# CroMo-Mixup Sec. 6.1, Table 6 and the official scripts (see DESIGN.md).
+# CroMo-Mixup Sec. 6.1, Table 6 and the official scripts.
 PAPER_SETTINGS: dict[str, dict[str, Any]] = {
     "cifar10_split2": dict(
         dataset="cifar10", classes_per_task=(5, 5), epochs=500, first_task_epochs=0, samples_per_task=500,
@@ -43,8 +59,17 @@ PAPER_SETTINGS: dict[str, dict[str, Any]] = {
 }
 
 
-class ConfigError(ValueError):
-    """A configuration value that cannot work; the message names the key."""
+def _config_dict(defaults: Mapping[str, Any]) -> ml_collections.ConfigDict:
+    """A registry entry's ``CONFIG`` as a ConfigDict; ``None`` defaults accept a float override."""
+    out = ml_collections.ConfigDict()
+    for key, value in defaults.items():
+        if isinstance(value, Mapping):
+            out[key] = _config_dict(value)
+        elif value is None:
+            out[key] = ml_collections.FieldReference(None, field_type=float)
+        else:
+            out[key] = value
+    return out
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -69,7 +94,7 @@ def base_config() -> ml_collections.ConfigDict:
         kind="class_incremental",    # class_incremental | data_incremental
         classes_per_task=(20, 20, 20, 20, 20),
         num_tasks=0,                 # data_incremental: number of tasks
-        class_order="natural",       # natural | permuted
+        class_order="natural",       # natural | permuted (order_seed) | cassle (CaSSLe's CIFAR-100 order)
         order_seed=0,
         schedule="sequential",       # sequential | interleaved (CIL/DIL-minibatch study, one task per step)
     ))
@@ -91,30 +116,23 @@ def base_config() -> ml_collections.ConfigDict:
         preset="",      # "" = the SSL method's reference augmentations
         image_size=0,   # output size (0 = the dataset's)
     ))
+    c.learner = ml_collections.ConfigDict(dict(
+        name="continual",            # training protocol: continual (epochs x tasks, one strategy)
+    ))
+    for name, learner in learners.REGISTRY.items():
+        if learner.CONFIG:
+            c[name] = _config_dict(learner.CONFIG)
     c.strategy = ml_collections.ConfigDict(dict(
         name="cromo",
-        samples_per_task=500,        # replay memory: samples saved per task (Table 6)
+        # Shared by the strategies that use them (each strategy's own settings: strategy.<name>.*).
+        samples_per_task=500,        # replay memory: samples saved per task (CroMo Table 6)
         replay_batch=64,             # memory samples per step (R)
-        distill_weight=1.0,          # ζ of Eq. 5 (CaSSLe / CaSSLe+ / CroMo); 0 = CroMo-Mixup*
-        distill_hidden_dim=2048,     # hidden width of the distillation predictor h (x model.head_scale)
+        distill_hidden_dim=2048,     # hidden width of CaSSLe's distillation predictor h (x model.head_scale)
         old_model_bn="batch",        # frozen old model BatchNorm: batch statistics (reference) | running
-        mixup=ml_collections.ConfigDict(dict(
-            lam="fixed",             # fixed | batch (Beta per batch) | sample (Beta per sample)
-            value=0.7,               # λ when fixed
-            alpha=1.0,               # Beta(α, α)
-            input="cross_task",      # cross_task (memory partner) | within_task (current partner)
-            output="cross_model",    # cross_model (old model embeds the partner) | same_model
-            weight=1.0,              # multiplies the two L_CroMo terms (the reference uses 0.5)
-        )),
-        lump_alpha=0.4,              # LUMP: λ ~ Beta(0.4, 0.4)
-        ewc_weight=100.0,            # EWC: λ/2 Σ F (θ − θ*)²
-        ewc_batches=20,              # EWC: batches used to estimate the Fisher at a task end
-        der_weight=1.0,              # DER: α · MSE(z(x_M), stored z̄_M)
-        sycon_temperature=0.2,       # Sy-CON: InfoNCE temperature of both terms
-        sycon_stability_weight=1.0,  # Sy-CON: weight of the stability term
-        # Sy-CON/PNR λ of the pseudo-negative term for non-contrastive objectives (None = the release's value)
-        sycon_negative_weight=ml_collections.FieldReference(None, field_type=float),
     ))
+    for name, strategy in strategies.REGISTRY.items():
+        if strategy.CONFIG:
+            c.strategy[name] = _config_dict(strategy.CONFIG)
     c.optim = ml_collections.ConfigDict(dict(
         name="lars",                 # lars | sgd
         base_lr=0.3,                 # peak lr = base_lr * batch / base_batch
@@ -126,6 +144,10 @@ def base_config() -> ml_collections.ConfigDict:
         warmup_epochs=0,
         final_lr=0.0,
         later_task_lr_factor=1.0,    # 0.1 = lr/10 for tasks after the first
+        # Parameter groups by path (regex on e.g. "model/backbone/.*", "distill/.*"; first match wins):
+        lr_mults=(),                 # ((pattern, multiplier), ...) of the learning rate
+        wd_mults=(),                 # ((pattern, multiplier), ...) of the weight decay
+        frozen=(),                   # (pattern, ...) of parameters that are not updated
     ))
     c.train = ml_collections.ConfigDict(dict(
         batch_size=256,
@@ -141,6 +163,7 @@ def base_config() -> ml_collections.ConfigDict:
     ))
     c.eval = ml_collections.ConfigDict(dict(
         after_task=("knn", "linear_fast"),
+        every_epochs=0,              # also run after_task every that many epochs within a task (0 = off)
         final=("knn", "linear"),
         on="test",                   # test | train (the task-confusion study reports train accuracy)
         batch_size=512,
@@ -202,10 +225,10 @@ def apply_method(c: ml_collections.ConfigDict, method: str) -> ml_collections.Co
     c.optim.warmup_epochs = d.get("warmup_epochs", 0)
     c.train.batch_size = d["batch_size"]
     c.optim.base_batch = 256 if d.get("scale_lr_by_batch", True) else d["batch_size"]
-    # Linear probe: lr 0.2, BYOL 0.1 (DESIGN.md, the reference scripts).
+    # Linear probe: lr 0.2, BYOL 0.1 (the reference scripts).
     c.eval.linear_lr = 0.1 if method == "byol" else 0.2
     # The reference fixes λ = 0.7 for Barlow Twins and draws Beta(1, 1) per batch otherwise.
-    c.strategy.mixup.lam = "fixed" if method == "barlow_twins" else "batch"
+    c.strategy.cromo.mixup.lam = "fixed" if method == "barlow_twins" else "batch"
     return c
 
 
@@ -213,6 +236,8 @@ def _walk(schema: ml_collections.ConfigDict, config: Mapping[str, Any], prefix: 
     for key, value in config.items():
         name = f"{prefix}{key}"
         if key not in schema:
+            if name in RENAMED:
+                raise ConfigError(f"config key {name!r} is now {RENAMED[name]!r}")
             known = ", ".join(sorted(schema.keys()))
             raise ConfigError(f"unknown config key {name!r} (known at this level: {known})")
         if name in FREE_FORM:
@@ -246,7 +271,7 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     if config.dataset.source in ("image_folder", "npz", "cifar_archive") and not config.dataset.path:
         raise ConfigError(f"dataset.source={config.dataset.source!r} needs dataset.path")
     _one_of("split.kind", config.split.kind, ("class_incremental", "data_incremental"))
-    _one_of("split.class_order", config.split.class_order, ("natural", "permuted"))
+    _one_of("split.class_order", config.split.class_order, splits.CLASS_ORDERS)
     _one_of("split.schedule", config.split.schedule, ("sequential", "interleaved"))
     if config.split.kind == "class_incremental" and not config.split.classes_per_task:
         raise ConfigError("split.classes_per_task is empty")
@@ -258,42 +283,25 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     _one_of("model.dtype", config.model.dtype, ("float32", "bfloat16"))
     _positive("model.width", config.model.width)
     _positive("model.head_scale", config.model.head_scale)
-    _one_of("ssl.method", config.ssl.method, METHODS)
-    _one_of("strategy.name", config.strategy.name, STRATEGIES)
-    _one_of("strategy.old_model_bn", config.strategy.old_model_bn, ("batch", "running"))
-    _one_of("strategy.mixup.lam", config.strategy.mixup.lam, ("fixed", "batch", "sample"))
-    _one_of("strategy.mixup.input", config.strategy.mixup.input, ("cross_task", "within_task"))
-    _one_of("strategy.mixup.output", config.strategy.mixup.output, ("cross_model", "same_model"))
-    if not 0.0 <= config.strategy.mixup.value <= 1.0:
-        raise ConfigError(f"strategy.mixup.value={config.strategy.mixup.value} must lie in [0, 1]")
-    _positive("strategy.mixup.alpha", config.strategy.mixup.alpha)
-    _positive("strategy.lump_alpha", config.strategy.lump_alpha)
-    if config.strategy.name in ("er", "cassle_plus", "lump", "der", "cromo"):
-        _positive("strategy.samples_per_task", config.strategy.samples_per_task)
-        _positive("strategy.replay_batch", config.strategy.replay_batch)
-        if config.strategy.name in ("cromo", "lump") and config.strategy.replay_batch > config.train.batch_size:
-            raise ConfigError(
-                f"strategy.replay_batch={config.strategy.replay_batch} exceeds train.batch_size="
-                f"{config.train.batch_size}: mixup pairs each memory sample with a current one"
-            )
-    uses_distill = config.strategy.name in ("cassle", "cassle_plus", "sycon") or (
-        config.strategy.name == "cromo" and config.strategy.distill_weight > 0
-    )
-    if config.strategy.name == "sycon":
-        from jaxcssl.strategies.sycon import SUPPORTED
-
-        _one_of("ssl.method (with strategy 'sycon')", config.ssl.method, SUPPORTED)
-    if uses_distill and config.ssl.method == "swav":
-        raise ConfigError(f"strategy.name={config.strategy.name!r} distils, which ssl.method='swav' does not support")
-    _one_of("optim.name", config.optim.name, ("lars", "sgd"))
+    _one_of("ssl.method", config.ssl.method, methods.REGISTRY.names())
+    _one_of("optim.name", config.optim.name, optim.OPTIMIZERS)
     for key in ("base_lr", "base_batch"):
         _positive(f"optim.{key}", config.optim[key])
+    try:
+        optim.ParamRules(tuple(map(tuple, config.optim.lr_mults)), tuple(map(tuple, config.optim.wd_mults)),
+                         tuple(config.optim.frozen)).check()
+    except (ValueError, TypeError) as error:
+        raise ConfigError(str(error)) from None
     for key in ("batch_size", "epochs", "steps_per_call", "log_every_steps", "checkpoint_every_steps"):
         _positive(f"train.{key}", config.train[key])
+    _one_of("strategy.old_model_bn", config.strategy.old_model_bn, ("batch", "running"))
+    learners.REGISTRY.get(config.learner.name).check(config)
     for stage in ("after_task", "final"):
         for name in config.eval[stage]:
-            _one_of(f"eval.{stage}", name, EVALUATIONS)
+            _one_of(f"eval.{stage}", name, protocols.REGISTRY.names())
     _one_of("eval.on", config.eval.on, ("test", "train"))
+    if not config.eval.every_epochs >= 0:
+        raise ConfigError(f"eval.every_epochs={config.eval.every_epochs!r} must be >= 0")
     for key in ("batch_size", "knn_k", "knn_temperature", "linear_epochs", "linear_lr", "fast_linear_epochs"):
         _positive(f"eval.{key}", config.eval[key])
     return config
@@ -308,10 +316,3 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             flat[f"{prefix}{key}"] = value
     return flat
-
-
-def task_epochs(config: ml_collections.ConfigDict, task_id: int) -> int:
-    """Epochs for ``task_id``: ``train.first_task_epochs`` (if set) for the first, else ``train.epochs``."""
-    if task_id == 0 and config.train.first_task_epochs:
-        return config.train.first_task_epochs
-    return config.train.epochs

@@ -37,21 +37,18 @@ from typing import Any
 import jax
 import ml_collections
 
-from jaxcssl import builders, checkpointing, evaluators, sharding
-from jaxcssl.config import EVALUATIONS, ConfigError, base_config, flatten, validate
-from jaxcssl.data import splits
+from jaxcssl import builders, checkpointing, engine, sharding
+from jaxcssl.config import base_config, flatten, validate
+from jaxcssl.data import datasets, splits
+from jaxcssl.engine import rng
+from jaxcssl.errors import ConfigError
+from jaxcssl.evaluation import protocols as protocols_lib
 from jaxcssl.evaluation.results import to_json
-from jaxcssl.train_step import TrainState, make_optimizer
+from jaxcssl.learners import Learner
 
 EVAL_DIR = "eval"
 # Config keys an evaluation may change: they change neither what was trained nor how to restore it.
 MAY_CHANGE = ("eval.", "train.num_devices", "dataset.path", "dataset.data_dir", "dataset.cache_dir")
-# The settings each protocol depends on, recorded beside its numbers.
-PROTOCOL_SETTINGS = {
-    "knn": ("knn_k", "knn_temperature"),
-    "linear_fast": ("fast_linear_epochs", "fast_linear_lr"),
-    "linear": ("linear_epochs", "linear_lr", "linear_final_lr", "linear_batch_size"),
-}
 
 
 class EvaluateError(ValueError):
@@ -64,8 +61,8 @@ class Restored:
 
     workdir: str
     config: ml_collections.ConfigDict
-    run: builders.Run
-    state: TrainState
+    learner: Learner
+    state: Any
     meta: dict
     task: int  # the checkpoint: the task (phase) whose end it was written at
     tasks: tuple[int, ...]  # the split's tasks that checkpoint has trained on
@@ -113,30 +110,30 @@ def checkpoint_task(workdir: str, task: int | None = None) -> int:
 
 
 def restore(workdir: str, task: int | None = None, overrides: Mapping[str, Any] | None = None) -> Restored:
-    """Rebuild the run of ``workdir`` (data, model, strategy) and restore the checkpoint of ``task``.
+    """Rebuild the run of ``workdir`` (data, learner) and restore the checkpoint of ``task``.
 
-    The restore target is the shape of the engine's own initial state
-    (:func:`builders.init_train_state`, traced, not computed), replicated over the run's mesh, so the
-    run's dataset must be loadable here.
+    The restore target is the shape of the learner's own initial state (``init_state``, traced, not
+    computed), replicated over the run's mesh, so the run's dataset must be loadable here.
     """
     config = run_config(workdir, overrides)
     task = checkpoint_task(workdir, task)
-    run = builders.prepare(config)
-    shapes = jax.eval_shape(lambda: builders.init_train_state(config, run, make_optimizer(config)))
-    replicated = sharding.replicated(run.mesh)
+    learner = engine.prepare(config)
+    shapes = jax.eval_shape(learner.init_state)
+    replicated = sharding.replicated(learner.data.mesh)
     target = jax.tree_util.tree_map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=replicated), shapes)
     checkpoints = checkpointing.RunCheckpoints(workdir)
     state, meta = checkpoints.restore_task(task, target)
     checkpoints.close()
-    return Restored(workdir=workdir, config=config, run=run, state=state, meta=meta, task=task,
-                    tasks=evaluators.seen_tasks(run, task))
+    return Restored(workdir=workdir, config=config, learner=learner, state=state, meta=meta, task=task,
+                    tasks=learner.plan()[task].seen_tasks)
 
 
 def check_protocols(protocols: Sequence[str]) -> tuple[str, ...]:
-    unknown = [p for p in protocols if p not in EVALUATIONS]
+    known = protocols_lib.REGISTRY.names()
+    unknown = [p for p in protocols if p not in known]
     if unknown or not protocols:
         raise EvaluateError(f"unknown protocol {unknown[0] if unknown else '(none given)'!r}; "
-                            f"known: {', '.join(EVALUATIONS)}")
+                            f"known: {', '.join(known)}")
     return tuple(dict.fromkeys(protocols))
 
 
@@ -161,17 +158,16 @@ def transfer_dataset_config(config: ml_collections.ConfigDict, transfer: Mapping
         raise EvaluateError(f"transfer: {error}".replace("dataset.", "transfer.")) from None
 
 
-def transfer_run(restored: Restored, transfer: Mapping[str, Any]) -> builders.Run:
-    """The restored run with its data replaced by another dataset, split as one task of all classes."""
-    run = restored.run
-    config = transfer_dataset_config(restored.config, transfer, run.image_size)
+def transfer_data(restored: Restored, transfer: Mapping[str, Any]) -> tuple[datasets.Dataset, splits.TaskSplit]:
+    """Another dataset for the restored backbone, split as one task of all its classes."""
+    data = restored.learner.data
+    config = transfer_dataset_config(restored.config, transfer, data.image_size)
     dataset = builders.load_dataset(config)
-    channels = run.dataset.image_shape[-1]
+    channels = data.dataset.image_shape[-1]
     if dataset.image_shape[-1] != channels:
         raise EvaluateError(f"transfer dataset {dataset.name!r} has {dataset.image_shape[-1]} channels, "
                             f"the backbone was trained on {channels}")
-    split = splits.make_split(dataset, "class_incremental", classes_per_task=(dataset.num_classes,))
-    return dataclasses.replace(run, dataset=dataset, split=split)
+    return dataset, splits.make_split(dataset, "class_incremental", classes_per_task=(dataset.num_classes,))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -207,24 +203,26 @@ def make_request(workdir: str, *, task: int | None = None, protocols: Sequence[s
 def evaluate(request: Request) -> dict[str, Any]:
     """Restore the requested checkpoint and run the protocols; the record of :func:`evaluate_run`."""
     restored = restore(request.workdir, request.task, request.overrides)
-    config, run, tasks = restored.config, restored.run, restored.tasks
+    config, data, tasks = restored.config, restored.learner.data, restored.tasks
+    dataset, split = data.dataset, data.split
     if request.transfer is not None:
-        run, tasks = transfer_run(restored, request.transfer), (0,)
-    key = evaluators.eval_key(config, restored.task)  # the engine's key after that task
-    variables = evaluators.model_variables(restored.state)
-    results = evaluators.evaluate_tasks(config, run, variables, tasks, request.protocols, key)
+        (dataset, split), tasks = transfer_data(restored, request.transfer), (0,)
+    key = rng.eval_key(config.seed, restored.task)  # the engine's key after that task
+    scope = protocols_lib.make_scope(dataset, split, tasks, config.eval.on, data.image_size, data.stats)
+    results = protocols_lib.evaluate(request.protocols, restored.learner.predictors(restored.state), scope,
+                                     config.eval, key)
     blocks = {}
     for protocol, result in results.items():
-        per_task = [result["per_task"].get(i) for i in range(run.split.num_tasks)]
-        settings = {k: config.eval[k] for k in PROTOCOL_SETTINGS[protocol]}
+        per_task = [result["per_task"].get(i) for i in range(split.num_tasks)]
+        settings = protocols_lib.settings_of(protocol, config.eval)
         blocks[protocol] = {**result["report"], "per_task": per_task, "settings": settings}
     return to_json({
         "workdir": os.path.abspath(request.workdir),
         "checkpoint_task": restored.task,
         "tasks": list(tasks),
         "on": config.eval.on,
-        "dataset": run.dataset.name,
-        "num_classes": run.dataset.num_classes,
+        "dataset": dataset.name,
+        "num_classes": dataset.num_classes,
         "transfer": request.transfer,
         "protocols": blocks,
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
@@ -239,7 +237,8 @@ def evaluate_run(workdir: str, *, task: int | None = None, protocols: Sequence[s
     Args:
       workdir: a run's directory (``W/config.json``, ``W/checkpoints/tasks/<task>``).
       task: the task checkpoint; ``None`` is the last one.
-      protocols: among ``knn``, ``linear_fast``, ``linear``; ``None`` is the run's ``eval.final``.
+      protocols: names of :data:`jaxcssl.evaluation.protocols.REGISTRY` (``knn``, ``linear_fast``,
+        ``linear``); ``None`` is the run's ``eval.final``.
       on: ``"test"`` or ``"train"`` (the split that is scored); ``None`` is the run's ``eval.on``.
       overrides: dotted config keys to change (``{"eval.linear_epochs": 50}``), see :data:`MAY_CHANGE`.
       transfer: keys of ``config.dataset`` naming another dataset to score the frozen backbone on.
@@ -320,7 +319,8 @@ def _define_flags() -> None:
 
     flags.DEFINE_string("workdir", None, "Directory of a run (W/config.json, W/checkpoints).")
     flags.DEFINE_integer("task", None, "Task checkpoint to evaluate (default: the last one).")
-    flags.DEFINE_list("protocol", None, f"Protocols among {', '.join(EVALUATIONS)} (default: the run's eval.final).")
+    known = ", ".join(protocols_lib.REGISTRY.names())
+    flags.DEFINE_list("protocol", None, f"Protocols among {known} (default: the run's eval.final).")
     flags.DEFINE_string("on", None, "Split scored: test | train (default: the run's eval.on).")
     flags.DEFINE_string("name", None, "Results go to W/eval/<name>.json (default task<N>_<on>[_transfer_<dataset>]).")
     flags.DEFINE_string("export", None, "Write the backbone to this file (jaxcssl.export) instead of evaluating.")

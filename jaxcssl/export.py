@@ -42,29 +42,22 @@ Pytree = Any
 ApplyFn = Callable[[Pytree, jax.Array], jax.Array]
 
 
-def backbone_variables(state) -> dict[str, Pytree]:
-    """``{"params", "batch_stats"}`` of the backbone alone, on the host, from a training state."""
-    params = state.params["model"]["backbone"]
-    batch_stats = state.model_state.batch_stats["model"].get("backbone", {})
-    return jax.device_get({"params": params, "batch_stats": batch_stats})
-
-
 def backbone_spec(restored: evaluate.Restored, variables: Mapping[str, Pytree]) -> dict[str, Any]:
     """What rebuilds the backbone of a restored run (``variables``: :func:`backbone_variables`), and
     where it came from."""
-    config, run = restored.config, restored.run
+    config, data = restored.config, restored.learner.data
     module = builders.build_backbone(config)
-    channels = run.dataset.image_shape[-1]
-    images = jax.ShapeDtypeStruct((1, run.image_size, run.image_size, channels), jnp.float32)
+    channels = data.dataset.image_shape[-1]
+    images = jax.ShapeDtypeStruct((1, data.image_size, data.image_size, channels), jnp.float32)
     features = jax.eval_shape(lambda v, x: module.apply(v, x, train=False), variables, images)
-    mean, std = run.stats
+    mean, std = data.stats
     return {
         "backbone": config.model.backbone, "width": module.width, "stem": module.stem, "norm": module.norm,
-        "dtype": config.model.dtype, "image_size": run.image_size, "channels": channels,
+        "dtype": config.model.dtype, "image_size": data.image_size, "channels": channels,
         "mean": list(mean), "std": list(std), "feature_dim": int(features.shape[-1]),
         "source": {"workdir": os.path.abspath(restored.workdir), "task": restored.task,
                    "tasks": list(restored.tasks), "ssl_method": config.ssl.method, "strategy": config.strategy.name,
-                   "dataset": run.dataset.name},
+                   "dataset": data.dataset.name},
     }
 
 
@@ -86,7 +79,7 @@ def export_backbone(workdir: str, out_path: str, task: int | None = None, *,
     """
     _check_out_path(workdir, out_path)
     restored = evaluate.restore(workdir, task, overrides)
-    variables = backbone_variables(restored.state)
+    variables = restored.learner.backbone_variables(restored.state)
     payload = {"format": FORMAT, "spec": json.dumps(backbone_spec(restored, variables), indent=1),
                "variables": variables}
     os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)

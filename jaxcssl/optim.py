@@ -1,12 +1,21 @@
-"""Optimisers and per-task learning-rate schedules (CroMo-Mixup appendix D.1, Table 5).
+"""Optimisers (CroMo-Mixup appendix D.1, Table 5) and parameter groups selected by path.
 
 The reference trains Barlow Twins, SimCLR and BYOL with the solo-learn LARS (eta 0.02,
 ``clip_lr=True``, bias and normalisation parameters excluded from weight decay and from the trust
-ratio) and CorInfoMax with SGD; the learning rate is ``base_lr * batch / 256`` and follows a cosine
-schedule restarted for every task.
+ratio) and CorInfoMax with SGD; the learning rate is ``base_lr * batch / 256``. Schedules live in
+:mod:`jaxcssl.engine.schedules` and reach the optimiser as injected hyper-parameters
+(:func:`make`: ``learning_rate`` and ``momentum`` in ``opt_state.hyperparams``).
+
+Parameter groups follow big_vision's ``optax.make``: rules map a regular expression on the
+``/``-joined parameter path (``model/backbone/stage1_block0/conv1/kernel``, ``distill/dense1/bias``)
+to a learning-rate multiplier, a weight-decay multiplier, or freezing (the update is set to zero);
+the first matching rule of each kind wins. LARS trust ratios stay per leaf.
 """
 from __future__ import annotations
 
+import dataclasses
+import re
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import jax
@@ -95,23 +104,6 @@ def sgd(
     )
 
 
-def task_learning_rate(
-    step: jax.Array, total_steps: jax.Array, warmup_steps: jax.Array, peak_lr: jax.Array, final_lr: jax.Array
-) -> jax.Array:
-    """Per-task schedule: linear warm-up to ``peak_lr`` over ``warmup_steps``, then cosine to ``final_lr``.
-
-    All arguments may be traced, so one compiled step serves every task (the values live in the
-    task's data, not in the program).
-    """
-    step = jnp.asarray(step, jnp.float32)
-    warmup = jnp.asarray(warmup_steps, jnp.float32)
-    decay = jnp.maximum(jnp.asarray(total_steps, jnp.float32) - warmup, 1.0)
-    progress = jnp.clip((step - warmup) / decay, 0.0, 1.0)
-    cosine = final_lr + (peak_lr - final_lr) * 0.5 * (1.0 + jnp.cos(jnp.pi * progress))
-    warm = peak_lr * (step + 1.0) / jnp.maximum(warmup, 1.0)
-    return jnp.where(step < warmup, warm, cosine)
-
-
 def peak_learning_rate(
     base_lr: float, batch_size: int, task_id: int, *, base_batch: int = 256, later_task_factor: float = 1.0
 ) -> float:
@@ -124,6 +116,21 @@ def peak_learning_rate(
     return lr * later_task_factor if task_id > 0 else lr
 
 
+OPTIMIZERS = ("lars", "sgd", "adam")
+
+
+def adam(
+    learning_rate: optax.ScalarOrSchedule, *, weight_decay: float, momentum: float = 0.9, b2: float = 0.999,
+    eps: float = 1e-8,
+) -> optax.GradientTransformation:
+    """``torch.optim.Adam`` with coupled (L2) weight decay ``g + wd·p``; ``momentum`` is β₁."""
+    return optax.chain(
+        optax.add_decayed_weights(weight_decay),
+        optax.scale_by_adam(b1=momentum, b2=b2, eps=eps),
+        optax.scale_by_learning_rate(learning_rate),
+    )
+
+
 def make_optimizer(
     name: str,
     schedule: optax.ScalarOrSchedule,
@@ -133,9 +140,96 @@ def make_optimizer(
     eta: float = 0.02,
     clip_lr: bool = True,
 ) -> optax.GradientTransformation:
-    """``name`` is "lars" (Barlow Twins, SimCLR, BYOL) or "sgd" (CorInfoMax)."""
+    """``name`` is "lars" (Barlow Twins, SimCLR, BYOL), "sgd" (CorInfoMax) or "adam" (FUSSL)."""
     if name == "lars":
         return lars(schedule, weight_decay=weight_decay, momentum=momentum, eta=eta, clip_lr=clip_lr)
     if name == "sgd":
         return sgd(schedule, weight_decay=weight_decay, momentum=momentum)
-    raise ValueError(f"unknown optimizer {name!r}: expected 'lars' or 'sgd'")
+    if name == "adam":
+        return adam(schedule, weight_decay=weight_decay, momentum=momentum)
+    raise ValueError(f"unknown optimizer {name!r}: expected one of {', '.join(OPTIMIZERS)}")
+
+
+# --- parameter groups ------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class ParamRules:
+    """Per-path optimiser rules; patterns are regular expressions matched against the whole path.
+
+    ``lr_mults``: ``(pattern, m)``, the leaf's learning rate is ``m × lr``; ``wd_mults``: ``(pattern, m)``,
+    its weight decay ``m × wd``; ``frozen``: patterns whose leaves are not updated at all.
+    """
+
+    lr_mults: tuple[tuple[str, float], ...] = ()
+    wd_mults: tuple[tuple[str, float], ...] = ()
+    frozen: tuple[str, ...] = ()
+
+    def __add__(self, other: "ParamRules") -> "ParamRules":
+        """``self``'s rules first (they win), then ``other``'s."""
+        return ParamRules(self.lr_mults + other.lr_mults, self.wd_mults + other.wd_mults, self.frozen + other.frozen)
+
+    def check(self) -> None:
+        for kind, rules in (("lr_mults", self.lr_mults), ("wd_mults", self.wd_mults)):
+            for rule in rules:
+                if len(rule) != 2 or not isinstance(rule[0], str) or not float(rule[1]) >= 0:
+                    raise ValueError(f"optim.{kind}: {rule!r} must be a (pattern, multiplier >= 0) pair")
+                re.compile(rule[0])
+        for pattern in self.frozen:
+            if not isinstance(pattern, str):
+                raise ValueError(f"optim.frozen: {pattern!r} must be a pattern string")
+            re.compile(pattern)
+
+
+def param_path(path: tuple) -> str:
+    """``model/backbone/conv_init/kernel`` from a ``jax.tree_util`` key path."""
+    return "/".join(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path)
+
+
+def _first(rules: Sequence[tuple[str, float]], path: str, default: float) -> float:
+    return next((float(m) for pattern, m in rules if re.fullmatch(pattern, path)), default)
+
+
+def leaf_settings(params: Any, rules: ParamRules) -> Any:
+    """Per leaf ``(lr_mult, wd_mult, frozen)``, the first matching rule of each kind."""
+    def settings(path, _):
+        p = param_path(path)
+        return (_first(rules.lr_mults, p, 1.0), _first(rules.wd_mults, p, 1.0),
+                any(re.fullmatch(pattern, p) for pattern in rules.frozen))
+
+    return jax.tree_util.tree_map_with_path(settings, params)
+
+
+def make(
+    name: str,
+    params: Any,
+    rules: ParamRules = ParamRules(),
+    *,
+    weight_decay: float,
+    momentum: float = 0.9,
+    eta: float = 0.02,
+    clip_lr: bool = True,
+) -> optax.GradientTransformation:
+    """The optimiser ``name`` over ``params``, with ``learning_rate`` and ``momentum`` injected.
+
+    Set them per step in ``opt_state.hyperparams`` (a schedule's output). Leaves sharing the same
+    ``(lr_mult, wd_mult, frozen)`` form one group; without rules there is one group and the
+    transformation is the plain optimiser.
+    """
+    rules.check()
+    settings = leaf_settings(params, rules)
+    groups = sorted(set(jax.tree_util.tree_leaves(settings, is_leaf=lambda x: isinstance(x, tuple))))
+
+    def one_group(learning_rate, momentum, lr_mult: float, wd_mult: float, frozen: bool):
+        if frozen:
+            return optax.set_to_zero()
+        return make_optimizer(name, learning_rate * lr_mult, weight_decay=weight_decay * wd_mult,
+                              momentum=momentum, eta=eta, clip_lr=clip_lr)
+
+    def factory(learning_rate, momentum):
+        if groups == [(1.0, 1.0, False)]:
+            return one_group(learning_rate, momentum, *groups[0])
+        labels = jax.tree_util.tree_map(lambda s: f"group{groups.index(s)}", settings,
+                                        is_leaf=lambda x: isinstance(x, tuple))
+        transforms = {f"group{i}": one_group(learning_rate, momentum, *g) for i, g in enumerate(groups)}
+        return optax.multi_transform(transforms, labels)
+
+    return optax.inject_hyperparams(factory)(learning_rate=0.0, momentum=momentum)

@@ -11,6 +11,8 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from jaxcssl.data import augment as aug
+from jaxcssl.methods import REGISTRY as METHODS
+from jaxcssl.methods import ssl_views
 
 RNG = np.random.default_rng(0)
 LUMA = np.array([0.299, 0.587, 0.114])
@@ -376,16 +378,16 @@ def test_preprocess():
 
 
 def test_ssl_presets_follow_reference_table():
-    barlow = aug.ssl_views("barlow_twins", 32)
+    barlow = ssl_views("barlow_twins", 32)
     assert [v.solarize_p for v in barlow] == [0.0, 0.2] and barlow[0].blur_p == 0.0
-    corinfomax = aug.ssl_views("corinfomax", 32)
+    corinfomax = ssl_views("corinfomax", 32)
     assert [v.blur_p for v in corinfomax] == [1.0, 0.1] and corinfomax[0].blur_kernel == 3
-    simclr, _ = aug.ssl_views("simclr", 32)
+    simclr, _ = ssl_views("simclr", 32)
     assert simclr.crop_scale == (0.2, 1.0) and simclr.saturation == 0.4
-    byol = aug.ssl_views("byol", 64)
+    byol = ssl_views("byol", 64)
     assert [v.solarize_p for v in byol] == [0.0, 0.2] and byol[0].out_size == 64
-    for method in aug.SSL_METHODS:
-        for view in aug.ssl_views(method, 32):
+    for method in METHODS.names():
+        for view in ssl_views(method, 32):
             assert view.jitter_p == 0.8 and view.grayscale_p == 0.2 and view.flip_p == 0.5
     probe = aug.linear_probe_view(32, *aug.DATASET_STATS["cifar10"])
     assert probe.crop_scale == (0.08, 1.0) and probe.jitter_p == 0.0 and probe.grayscale_p == 0.0
@@ -393,7 +395,7 @@ def test_ssl_presets_follow_reference_table():
 
 def test_config_errors_and_hashing():
     with pytest.raises(ValueError, match="unknown SSL method 'dino'"):
-        aug.ssl_views("dino", 32)
+        ssl_views("dino", 32)
     with pytest.raises(ValueError, match="jitter_p"):
         aug.ViewConfig(out_size=32, jitter_p=1.5)
     with pytest.raises(ValueError, match="blur_kernel"):

@@ -12,8 +12,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxcssl import builders, checkpointing, metric_writers, preemption, replay, train, train_step
-from jaxcssl.config import ConfigError, validate
+from jaxcssl import checkpointing, engine, metric_writers, preemption, replay
+from jaxcssl.engine.compile import compile_step
+from jaxcssl.errors import ConfigError
+from jaxcssl.learners import continual
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -37,25 +39,20 @@ def leaves_equal(a, b) -> bool:
 def _one_cromo_step(num_devices: int):
     config = smoke_config("cromo")
     config.train.num_devices = num_devices
-    run = builders.prepare(validate(config))
-    tx = train_step.make_optimizer(config)
-    state = builders.init_train_state(config, run, tx)
+    learner = engine.prepare(config)
+    data = learner.data
+    state = learner.init_state()
     # A memory holding task 0's samples and an old model that differs from the current one.
     buffer = replay.insert_task(
-        state.replay, jax.random.PRNGKey(1), run.device_images, run.device_labels,
-        jnp.asarray(run.phase_indices[0][0]), 0, config.strategy.samples_per_task,
+        state.replay, jax.random.PRNGKey(1), data.device_images, data.device_labels,
+        jnp.asarray(data.split.train_indices[0]), 0, config.strategy.samples_per_task,
     )
     old = jax.tree_util.tree_map(lambda x: x * 0.9 + 0.01, state.old)
     state = state.replace(replay=buffer, old=jax.tree_util.tree_map(jnp.copy, old))
-    phase = train.plan_phases(config, run)[1]
-    data = train.task_data(run.device_images, phase, config, run.mesh)
-    step = train_step.make_train_step(
-        run.method, run.strategy, tx, run.views, batch_size=config.train.batch_size,
-        replay_batch=config.strategy.replay_batch, has_old=True, total_run_steps=100,
-        ema_base=config.ssl.ema_base, mesh=run.mesh,
-    )
+    phase = learner.plan()[1]
+    step = compile_step(learner.step_fn(phase.program), data.mesh)
     old_before = jax.device_get(state.old)
-    new_state, metrics = step(state, data)
+    new_state, metrics = step(state, learner.inputs(phase))
     return old_before, jax.device_get(new_state), jax.device_get(metrics)
 
 
@@ -93,6 +90,7 @@ class Interrupt(Exception):
 def resume_config():
     config = smoke_config("cromo")
     config.train.checkpoint_every_steps = 3
+    config.eval.every_epochs = 1  # an evaluation within each task, at step 4 of 8
     return config
 
 
@@ -100,13 +98,12 @@ def resume_config():
 def straight_run(tmp_path_factory):
     """An uninterrupted run: its results and workdir."""
     workdir = tmp_path_factory.mktemp("straight")
-    return train.train(resume_config(), str(workdir)), workdir
+    return engine.run(resume_config(), str(workdir)), workdir
 
 
 def assert_same_run(config, straight_workdir, resumed_workdir) -> None:
     """Task 1's checkpoint holds identical parameters, optimiser state, memory and old model."""
-    target = jax.device_get(builders.init_train_state(config, builders.prepare(validate(config)),
-                                                      train_step.make_optimizer(config)))
+    target = jax.device_get(engine.prepare(config).init_state())
     a, _ = checkpointing.RunCheckpoints(str(straight_workdir)).restore_task(1, target)
     b, _ = checkpointing.RunCheckpoints(str(resumed_workdir)).restore_task(1, target)
     assert leaves_equal(a.params, b.params) and leaves_equal(a.opt_state, b.opt_state)
@@ -128,13 +125,17 @@ def test_an_interrupted_run_resumes_to_identical_numbers(tmp_path, monkeypatch, 
 
     monkeypatch.setattr(checkpointing.RunCheckpoints, "save_periodic", save_then_die)
     with pytest.raises(Interrupt):
-        train.train(config, str(tmp_path / "resumed"))
+        engine.run(config, str(tmp_path / "resumed"))
     monkeypatch.setattr(checkpointing.RunCheckpoints, "save_periodic", original)
-    resumed = train.train(config, str(tmp_path / "resumed"))
+    resumed = engine.run(config, str(tmp_path / "resumed"))
 
     assert saves and saves[-1] > 8
     assert resumed["final"] == straight["final"]
     assert resumed["matrices"] == straight["matrices"]
+    assert resumed["history"] == straight["history"]
+    # Within-task evaluations: history rows at step 4 of each task, besides the two task ends.
+    assert [(row["task"], row.get("phase_step")) for row in straight["history"]] == [
+        (0, 4), (0, None), (1, 4), (1, None)]
     assert_same_run(config, straight_workdir, tmp_path / "resumed")
 
 
@@ -153,24 +154,24 @@ def test_a_time_limit_and_sigterm_stop_with_a_checkpoint_and_resume_identically(
     straight, straight_workdir = straight_run
     workdir = str(tmp_path / "stopped")
     with preemption.StopRequest(time_limit_s=0) as stop:
-        with pytest.raises(preemption.RunStopped, match=r"stopped in task 0 at step 1/8 \(time limit of 0 s reached\)"):
-            train.train(config, workdir, stop=stop)
+        with pytest.raises(preemption.RunStopped, match=r"stopped in task 1/2 at step 1/8 \(time limit of 0 s reached\)"):
+            engine.run(config, workdir, stop=stop)
     assert checkpointing.RunCheckpoints(workdir).latest.all_steps() == [1]
 
     previous_handler = signal.getsignal(signal.SIGTERM)
     with preemption.StopRequest() as stop:
         writer = SigtermInTask1(os.path.join(workdir, "metrics.jsonl"))
-        with pytest.raises(preemption.RunStopped, match=r"stopped in task 1 at step \d+/8 \(received SIGTERM\)"):
-            train.train(config, workdir, stop=stop, writer=writer)
+        with pytest.raises(preemption.RunStopped, match=r"stopped in task 2/2 at step \d+/8 \(received SIGTERM\)"):
+            engine.run(config, workdir, stop=stop, writer=writer)
     assert signal.getsignal(signal.SIGTERM) is previous_handler
     checkpoints = checkpointing.RunCheckpoints(workdir)
     assert checkpoints.task_ids() == [0] and max(checkpoints.latest.all_steps()) > 8
 
     # Stopping before the final evaluation when too little time is left for it.
     with preemption.StopRequest(time_limit_s=3600, final_eval_s=7200) as stop:
-        with pytest.raises(preemption.RunStopped, match="after task 1 before the final evaluation"):
-            train.train(config, workdir, stop=stop)
-    resumed = train.train(config, workdir)
+        with pytest.raises(preemption.RunStopped, match="after task 2/2 before the final evaluation"):
+            engine.run(config, workdir, stop=stop)
+    resumed = engine.run(config, workdir)
     assert resumed["final"] == straight["final"]
     assert resumed["matrices"] == straight["matrices"]
     assert_same_run(config, straight_workdir, workdir)
@@ -184,7 +185,7 @@ def test_a_workdir_with_another_config_is_refused_untouched(tmp_path):
     before = (tmp_path / "config.json").read_text()
     config.strategy.name = "er"
     with pytest.raises(checkpointing.WorkdirConfigError, match="strategy.name is 'finetune' there and 'er' now"):
-        train.train(config, str(tmp_path))
+        engine.run(config, str(tmp_path))
     assert (tmp_path / "config.json").read_text() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json"]
 
@@ -195,20 +196,20 @@ def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
     config.optim.base_lr = 1e30
     config.train.checkpoint_every_steps = 1
     config.train.log_every_steps = 1
-    with pytest.raises(train.NonFiniteLossError, match="non-finite 'loss' in task 0"):
-        train.train(config, str(tmp_path))
+    with pytest.raises(engine.NonFiniteLossError, match="non-finite 'loss' in task 1/2"):
+        engine.run(config, str(tmp_path))
     checkpoints = checkpointing.RunCheckpoints(str(tmp_path))
     steps = checkpoints.latest.all_steps()
     assert steps == [1]  # saved after the first (finite) step, nothing after
     meta = json.loads((tmp_path / "checkpoints" / "latest" / "1" / "meta" / "metadata").read_text())
-    assert meta["next_task"] == 0
+    assert meta["next_phase"] == 0
 
 
 def test_a_split_that_does_not_fit_the_dataset_fails_before_compiling():
     config = smoke_config("finetune")
     config.split.classes_per_task = (2, 3)
     with pytest.raises(ConfigError, match="classes_per_task"):
-        builders.prepare(validate(config))
+        engine.prepare(config)
 
 
 def test_bfloat16_on_cpu_is_refused_before_loading_anything():
@@ -217,20 +218,16 @@ def test_bfloat16_on_cpu_is_refused_before_loading_anything():
     config.dataset.source = "npz"
     config.dataset.path = "/nonexistent.npz"  # never read: the dtype check comes first
     with pytest.raises(ConfigError, match=r"^model.dtype='bfloat16' on CPU devices: .* use model.dtype=float32 on CPUs"):
-        builders.prepare(validate(config))
+        engine.prepare(config)
 
 
 # --- batches and schedules ---------------------------------------------------------------------------------
-def _indices_at(task_step: int, rows: np.ndarray, batch: int) -> np.ndarray:
-    state = train_step.TrainState(
-        step=jnp.int32(0), task_step=jnp.int32(task_step), params={}, model_state=None, opt_state=None,
-        old=None, replay=None, strategy_state=None, key=jax.random.PRNGKey(0),
+def _indices_at(phase_step: int, rows: np.ndarray, batch: int) -> np.ndarray:
+    inputs = continual.TaskInputs(
+        images=None, labels=None, indices=jnp.asarray(rows), task_id=jnp.int32(0),
+        order_key=jax.random.PRNGKey(0), step_key=None, schedule=None,
     )
-    data = train_step.TaskData(
-        images=None, indices=jnp.asarray(rows), task_id=jnp.int32(0), total_steps=jnp.int32(0),
-        warmup_steps=jnp.int32(0), peak_lr=jnp.float32(0), final_lr=jnp.float32(0),
-    )
-    return np.asarray(train_step.batch_indices(state, data, batch))
+    return np.asarray(continual.batch_indices(jnp.int32(phase_step), inputs, batch))
 
 
 def test_an_epoch_visits_every_sample_once_and_epochs_reshuffle():
@@ -244,11 +241,11 @@ def test_an_epoch_visits_every_sample_once_and_epochs_reshuffle():
 def test_the_interleaved_schedule_draws_step_s_from_task_s_mod_T():
     config = smoke_config("finetune")
     config.split.schedule = "interleaved"
-    run = builders.prepare(validate(config))
-    (phase,) = train.plan_phases(config, run)  # one phase trains both tasks
-    rows = phase.rows
-    assert rows.shape[0] == 2 and run.phase_tasks == [(0, 1)]
-    task_of = {int(i): t for t, index in enumerate(run.split.train_indices) for i in index}
+    learner = engine.prepare(config)
+    (phase,) = learner.plan()  # one phase trains both tasks
+    rows = learner.phase_rows[0][1]
+    assert rows.shape[0] == 2 and phase.tasks == (0, 1) and not phase.records_row
+    task_of = {int(i): t for t, index in enumerate(learner.data.split.train_indices) for i in index}
     for step in range(6):
         assert {task_of[int(i)] for i in _indices_at(step, rows, 8)} == {step % 2}
     # Task 0's steps of one epoch draw distinct samples of task 0 (drop-last batches).
@@ -260,10 +257,10 @@ def test_the_interleaved_schedule_draws_step_s_from_task_s_mod_T():
 def test_forward_transfer_against_a_single_task_reference_run(tmp_path):
     reference_config = smoke_config("finetune")
     reference_config.train.reinit_each_task = True
-    reference = train.train(reference_config, str(tmp_path / "reference"))
+    reference = engine.run(reference_config, str(tmp_path / "reference"))
     config = smoke_config("finetune")
     config.eval.reference_workdir = str(tmp_path / "reference")
-    results = train.train(config, str(tmp_path / "main"))
+    results = engine.run(config, str(tmp_path / "main"))
 
     A, R = np.array(results["matrices"]["knn"], float), np.array(reference["matrices"]["knn"], float)
     expected = np.mean([A[i, i] - R[i, i] for i in range(1, len(A))])
@@ -273,5 +270,5 @@ def test_forward_transfer_against_a_single_task_reference_run(tmp_path):
     assert A[0, 0] == R[0, 0]
     config.eval.reference_workdir = str(tmp_path / "main")
     with pytest.raises(ValueError, match="reinit_each_task"):
-        train.train(config, str(tmp_path / "third"))
+        engine.run(config, str(tmp_path / "third"))
     assert not (tmp_path / "third").exists()  # refused before anything was written

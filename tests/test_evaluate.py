@@ -18,7 +18,7 @@ import jax
 import numpy as np
 import pytest
 
-from jaxcssl import evaluate, evaluators, export, train
+from jaxcssl import engine, evaluate, export
 from jaxcssl.data.augment import preprocess
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -40,7 +40,7 @@ def smoke_config():
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory) -> str:
     path = str(tmp_path_factory.mktemp("run"))
-    train.train(smoke_config(), path)
+    engine.run(smoke_config(), path)
     return path
 
 
@@ -141,16 +141,16 @@ def test_export_then_load_gives_the_engine_features_exactly(workdir, tmp_path):
     assert (spec["backbone"], spec["width"], spec["image_size"], spec["source"]["task"]) == ("resnet18", 8, 16, 1)
 
     restored = evaluate.restore(workdir)
-    run = restored.run
-    images = run.dataset.x_test[:8]
+    learner, data = restored.learner, restored.learner.data
+    images = data.dataset.x_test[:8]
 
     # The engine's evaluation features: preprocessing + SSLMethod.features, weights passed as arguments.
     @jax.jit
     def reference(variables, images):
-        return run.method.features(variables["params"], variables["batch_stats"],
-                                   preprocess(images, run.image_size, *run.stats))
+        return learner.method.features(variables["params"], variables["batch_stats"],
+                                       preprocess(images, data.image_size, *data.stats))
 
-    expected = reference(evaluators.model_variables(restored.state), images)
+    expected = reference(learner.model_variables(restored.state), images)
     features = apply_fn(variables, images)
     assert features.shape == (8, spec["feature_dim"])
     np.testing.assert_array_equal(np.asarray(features), np.asarray(expected))

@@ -55,7 +55,7 @@ def _fake_results(workdir: pathlib.Path, strategy: str, la: float) -> None:
 def test_finished_runs_are_skipped_and_the_others_trained_in_order(tmp_path, monkeypatch):
     _fake_results(tmp_path, "cassle_plus", 0.8)
     trained = []
-    monkeypatch.setattr(driver.train, "train", lambda config, workdir, stop: trained.append(
+    monkeypatch.setattr(driver.engine, "run", lambda config, workdir, stop: trained.append(
         (config.strategy.name, workdir, stop)))
     config = reduced_config("cromo")
     stop = preemption.StopRequest()
@@ -71,7 +71,7 @@ def test_a_stop_ends_the_loop_at_the_stopped_run(tmp_path, monkeypatch):
         trained.append(config.strategy.name)
         raise preemption.RunStopped("stopped in task 0")
 
-    monkeypatch.setattr(driver.train, "train", stopped)
+    monkeypatch.setattr(driver.engine, "run", stopped)
     with pytest.raises(preemption.RunStopped):
         driver.run_all(reduced_config("cromo"), str(tmp_path), ["finetune", "cromo"], preemption.StopRequest())
     assert trained == ["finetune"]

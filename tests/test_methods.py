@@ -21,7 +21,7 @@ import pytest
 
 from jaxcssl import builders, evaluation
 from jaxcssl.data.augment import DATASET_STATS, preprocess
-from jaxcssl.methods import METHODS, Embedding, build_method, ema_momentum, ema_update, method_defaults
+from jaxcssl.methods import REGISTRY, Embedding, build_method, ema_momentum, ema_update, method_defaults
 from jaxcssl.models import resnet18
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -58,7 +58,7 @@ def images2(images):
 def bundles(images, images2):
     """Per method: the method, its variables and the train-mode embeddings of two 'views'."""
     out = {}
-    for name in METHODS:
+    for name in REGISTRY.names():
         method = _build(name)
         variables = method.init_variables(jax.random.key(0, impl="rbg"), IMAGE_SHAPE)
         params, stats = variables["params"], variables["batch_stats"]
@@ -82,15 +82,15 @@ def _leaves_equal(a, b) -> bool:
 
 
 def test_registry_flags():
-    assert set(METHODS) >= {"barlow_twins", "simclr", "byol", "corinfomax"}
-    for name in METHODS:
+    assert set(REGISTRY.names()) >= {"barlow_twins", "simclr", "byol", "corinfomax"}
+    for name in REGISTRY.names():
         method = _build(name)
         assert method.name == name
         assert method.symmetric == (name not in ASYMMETRIC), name
         assert method.uses_target == (name in WITH_TARGET), name
 
 
-@pytest.mark.parametrize("name", METHODS)
+@pytest.mark.parametrize("name", REGISTRY.names())
 def test_embed_shapes_and_batch_stats(name, bundles, images):
     b = bundles[name]
     method, variables = b["method"], b["variables"]
@@ -121,7 +121,7 @@ def test_embed_shapes_and_batch_stats(name, bundles, images):
     np.testing.assert_allclose(method.features(params, stats, images), full.features, rtol=1e-6, atol=1e-6)
 
 
-@pytest.mark.parametrize("name", METHODS)
+@pytest.mark.parametrize("name", REGISTRY.names())
 def test_ssl_loss_finite_with_initial_state(name, bundles):
     b = bundles[name]
     method = b["method"]
@@ -135,7 +135,7 @@ def test_ssl_loss_finite_with_initial_state(name, bundles):
 
 def test_initial_loss_states_do_not_share_buffers():
     """The engine donates its state: a buffer used by two leaves cannot be donated (CorInfoMax R1/R2)."""
-    for name in METHODS:
+    for name in REGISTRY.names():
         leaves = jax.tree_util.tree_leaves(_build(name).init_loss_state())
         pointers = [leaf.unsafe_buffer_pointer() for leaf in leaves]
         assert len(set(pointers)) == len(pointers), name
@@ -144,7 +144,7 @@ def test_initial_loss_states_do_not_share_buffers():
 # ---------------------------------------------------------------- objectives
 
 
-@pytest.mark.parametrize("name", METHODS)
+@pytest.mark.parametrize("name", REGISTRY.names())
 def test_ssl_loss_is_criterion_or_its_average(name, bundles):
     """Symmetric objectives: ``ssl_loss = criterion(o1 → k2)``; else ``½(criterion(o1 → k2) + criterion(o2 → k1))``."""
     b = bundles[name]
@@ -285,7 +285,7 @@ def test_method_defaults_match_the_reference():
     assert tuple(simclr[k] for k in hyper) == ("lars", 0.6, 5e-4, 512)
     assert simclr["loss"]["temperature"] == 0.5
 
-    for name in METHODS:
+    for name in REGISTRY.names():
         d = method_defaults(name, "cifar10")
         assert d["optimizer"] in ("lars", "sgd") and d["base_lr"] > 0 and "per_dataset" not in d, name
 
@@ -350,7 +350,7 @@ def _training_config(method: str):
 def _random_init_knn(config) -> float:
     """kNN top-1 of a randomly initialised network, with the engine's evaluation protocol."""
     dataset = builders.load_dataset(config)
-    method = builders.build_ssl_method(config, dataset.name)
+    method = builders.build_ssl_method(config)
     variables = method.init_variables(jax.random.key(config.seed, impl="rbg"), dataset.image_shape)
     mean, std = DATASET_STATS["synthetic"]
 
@@ -367,7 +367,7 @@ def _random_init_knn(config) -> float:
 @pytest.mark.slow
 @pytest.mark.parametrize("method", TRAINED)
 def test_offline_training_lowers_loss_and_beats_chance(method, tmp_path):
-    from jaxcssl.train import train
+    from jaxcssl.engine import run as train
 
     config = _training_config(method)
     results = train(config, str(tmp_path))

@@ -8,14 +8,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from jaxcssl.methods import distill_predictor_for, predictor_for, projector_for
 from jaxcssl.models import (
     DistillPredictor,
     LinearClassifier,
     ResNet,
-    distill_predictor_for,
     feature_dim,
-    predictor_for,
-    projector_for,
     resnet18,
     resnet50,
     standardize_kernel,
@@ -268,7 +266,7 @@ def _layout(params):
         ("corinfomax", "cifar100", (2048, 2048, 64), (True, True, False), set()),
         ("corinfomax", "tiny_imagenet", (4096, 4096, 128), (True, True, False), set()),
         ("simclr", "cifar10", (2048, 128), (True, False), set()),
-        # BYOL paper / DESIGN.md: Linear-BN-ReLU-Linear (the newest reference ssl.py drops the BN)
+        # BYOL paper: Linear-BN-ReLU-Linear (the newest reference ssl.py drops the BN)
         ("byol", "cifar100", (4096, 256), (True, True), {"bn1"}),
         # solo-learn CIFAR recipes
         ("vicreg", "cifar100", (2048, 2048, 2048), (True, True, True), {"bn1", "bn2"}),
@@ -294,7 +292,7 @@ def test_predictors_and_unknown_methods():
     assert (byol.hidden_dims, byol.out_dim, byol.use_bn, byol.final_bn) == ((4096,), 256, True, False)
     with pytest.raises(ValueError, match="'simclr' has no predictor"):
         predictor_for("simclr")
-    with pytest.raises(ValueError, match="no projector defaults for method 'barlow'"):
+    with pytest.raises(ValueError, match="unknown SSL method 'barlow'"):
         projector_for("barlow")
     h = distill_predictor_for("corinfomax", "tiny_imagenet")
     assert (h.hidden_dim, h.out_dim) == (4096, 128)

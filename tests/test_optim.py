@@ -6,7 +6,10 @@
   zero passing its raw gradient through, then ``torch`` SGD momentum ``buf = m·buf + d``,
   ``p ← p − lr·buf``.
 * SGD: ``torch.optim.SGD`` with weight decay and momentum (dampening 0, no Nesterov).
-* ``task_learning_rate``: linear warm-up then cosine, in closed form.
+* Adam: ``torch.optim.Adam`` with (coupled, L2) weight decay.
+* ``TaskCosine``: linear warm-up then cosine, in closed form.
+* :func:`optim.make`: injected learning rate and momentum, parameter groups by path (learning-rate and
+  weight-decay multipliers, frozen leaves), each group against its own NumPy optimiser.
 
 Several steps with a varying learning rate; tolerance rtol 1e-5 (float32 against float64).
 """
@@ -21,8 +24,7 @@ import optax
 import pytest
 
 from jaxcssl import optim
-from jaxcssl.config import base_config
-from jaxcssl.train_step import make_optimizer
+from jaxcssl.engine.schedules import TaskCosine
 
 RTOL, ATOL = 1e-5, 1e-7
 LRS = (0.3, 0.05, 1.2, 0.7, 0.01)  # one learning rate per step (five steps): warm-up, decay and a jump
@@ -59,12 +61,33 @@ class NumpySGD:
     def __init__(self, weight_decay, momentum=0.9):
         self.wd, self.m, self.buf = weight_decay, momentum, {}
 
-    def step(self, params, grads, lr):
+    def step(self, params, grads, lr, momentum=None):
+        m = self.m if momentum is None else momentum
         out = {}
         for name, p in params.items():
             d = grads[name] + self.wd * p
-            self.buf[name] = d.copy() if name not in self.buf else self.m * self.buf[name] + d
+            self.buf[name] = d.copy() if name not in self.buf else m * self.buf[name] + d
             out[name] = p - lr * self.buf[name]
+        return out
+
+
+class NumpyAdam:
+    """``torch.optim.Adam(lr, betas=(b1, 0.999), eps=1e-8, weight_decay)``: ``g ← g + wd·p`` first.
+
+    """
+
+    def __init__(self, weight_decay, b1=0.9, b2=0.999, eps=1e-8):
+        self.wd, self.b1, self.b2, self.eps, self.t, self.m, self.v = weight_decay, b1, b2, eps, 0, {}, {}
+
+    def step(self, params, grads, lr):
+        self.t += 1
+        out = {}
+        for name, p in params.items():
+            g = grads[name] + self.wd * p
+            self.m[name] = self.b1 * self.m.get(name, 0.0) + (1 - self.b1) * g
+            self.v[name] = self.b2 * self.v.get(name, 0.0) + (1 - self.b2) * g * g
+            m_hat, v_hat = self.m[name] / (1 - self.b1 ** self.t), self.v[name] / (1 - self.b2 ** self.t)
+            out[name] = p - lr * m_hat / (np.sqrt(v_hat) + self.eps)
         return out
 
 
@@ -93,14 +116,17 @@ def _to_jax(tree):
     return jax.tree_util.tree_map(lambda x: jnp.asarray(x, jnp.float32), tree)
 
 
-def _run_optax(tx, params, grads, lrs=None):
-    """Apply ``tx`` step by step; with ``lrs`` the injected learning rate is set as the engine does."""
+def _run_optax(tx, params, grads, lrs=None, momenta=None):
+    """Apply ``tx`` step by step; with ``lrs`` (``momenta``) the injected learning rate (momentum) is
+    set as the engine's step does."""
     p = _to_jax(params)
     state = tx.init(p)
     update = jax.jit(tx.update)
     for i, g in enumerate(grads):
         if lrs is not None:
             state = state._replace(hyperparams={**state.hyperparams, "learning_rate": jnp.float32(lrs[i])})
+        if momenta is not None:
+            state = state._replace(hyperparams={**state.hyperparams, "momentum": jnp.float32(momenta[i])})
         updates, state = update(_to_jax(g), state, p)
         p = optax.apply_updates(p, updates)
     return jax.tree_util.tree_map(np.asarray, p)
@@ -199,8 +225,19 @@ def test_make_optimizer_by_name():
     _assert_tree_close(lars, _run_numpy(NumpyLars(1e-3), params, grads, [0.2, 0.2]))
     sgd = _run_optax(optim.make_optimizer("sgd", 0.2, weight_decay=1e-3), params, grads)
     _assert_tree_close(sgd, _run_numpy(NumpySGD(1e-3), params, grads, [0.2, 0.2]))
-    with pytest.raises(ValueError, match="unknown optimizer 'adam'"):
-        optim.make_optimizer("adam", 0.1, weight_decay=0.0)
+    with pytest.raises(ValueError, match="unknown optimizer 'rmsprop'"):
+        optim.make_optimizer("rmsprop", 0.1, weight_decay=0.0)
+
+
+@pytest.mark.parametrize("weight_decay", [0.0, 1e-2])
+def test_adam_matches_torch_semantics(weight_decay):
+    params, grads = _problem(seed=5)
+    actual = _run_optax(optim.adam(_schedule(LRS), weight_decay=weight_decay), params, grads)
+    expected = _run_numpy(NumpyAdam(weight_decay), params, grads, LRS)
+    # optax computes the bias correction 1 − β₂ᵗ in float32 (1e-5 off at t = 1) while torch uses
+    # Python floats: each step is scaled by 1 − 6.5e-6, so five steps of lr ~1 differ by ~1e-5.
+    for name in expected:
+        np.testing.assert_allclose(actual[name], expected[name], rtol=1e-4, atol=5e-5, err_msg=name)
 
 
 # ---------------------------------------------------------------- schedules
@@ -215,22 +252,24 @@ SCHEDULES = [  # total, warmup, peak, final
 
 
 @pytest.mark.parametrize("total,warmup,peak,final", SCHEDULES)
-def test_task_learning_rate_closed_form(total, warmup, peak, final):
+def test_task_cosine_closed_form(total, warmup, peak, final):
     steps = sorted({0, 1, max(warmup - 1, 0), warmup, warmup + 1, (total + warmup) // 2, total - 1, total, total + 5})
-    traced = jax.jit(optim.task_learning_rate)
+    schedule = TaskCosine.create(total, warmup, peak, final)
+    # The schedule is a traced argument of the compiled step (one program for every task).
+    traced = jax.jit(lambda sched, step: sched(step)["learning_rate"])
     for step in steps:
         expected = np_task_lr(step, total, warmup, peak, final)
-        eager = optim.task_learning_rate(step, total, warmup, peak, final)
-        # Every argument traced, as in the compiled step (one program for every task).
-        jitted = traced(jnp.int32(step), jnp.int32(total), jnp.int32(warmup), jnp.float32(peak), jnp.float32(final))
-        np.testing.assert_allclose(float(eager), expected, rtol=1e-5, atol=1e-7, err_msg=f"step {step}")
-        np.testing.assert_allclose(float(jitted), expected, rtol=1e-5, atol=1e-7, err_msg=f"jit step {step}")
+        np.testing.assert_allclose(float(schedule(step)["learning_rate"]), expected, rtol=1e-5, atol=1e-7,
+                                   err_msg=f"step {step}")
+        np.testing.assert_allclose(float(traced(schedule, jnp.int32(step))), expected, rtol=1e-5, atol=1e-7,
+                                   err_msg=f"jit step {step}")
 
 
-def test_task_learning_rate_shape():
+def test_task_cosine_shape():
     """Warm-up rises linearly to the peak, then the cosine falls monotonically to the final value."""
     total, warmup, peak, final = 50, 10, 1.0, 0.01
-    lrs = np.asarray(jax.vmap(lambda s: optim.task_learning_rate(s, total, warmup, peak, final))(jnp.arange(total + 1)))
+    schedule = TaskCosine.create(total, warmup, peak, final)
+    lrs = np.asarray(jax.vmap(schedule.learning_rate)(jnp.arange(total + 1)))
     np.testing.assert_allclose(lrs[:warmup], peak * np.arange(1, warmup + 1) / warmup, rtol=1e-6)
     assert lrs[warmup] == pytest.approx(peak)
     assert np.all(np.diff(lrs[warmup:]) <= 1e-7)
@@ -252,10 +291,51 @@ def test_peak_learning_rate():
 
 @pytest.mark.parametrize("name", ["lars", "sgd"])
 def test_engine_optimizer_with_injected_learning_rate(name):
-    """``train_step.make_optimizer(config)`` updates like the reference at the lr the step injects."""
-    config = base_config()
-    config.optim.update(name=name, weight_decay=1e-3, momentum=0.9, eta=0.02, clip_lr=True)
+    """``optim.make`` without rules updates like the reference at the lr the step injects."""
     params, grads = _problem(seed=4)
-    actual = _run_optax(make_optimizer(config), params, grads, lrs=LRS)
+    tx = optim.make(name, _to_jax(params), weight_decay=1e-3, momentum=0.9, eta=0.02, clip_lr=True)
+    actual = _run_optax(tx, params, grads, lrs=LRS)
     reference = NumpyLars(1e-3) if name == "lars" else NumpySGD(1e-3)
     _assert_tree_close(actual, _run_numpy(reference, params, grads, LRS))
+
+
+def test_injected_momentum_changes_the_heavy_ball_per_step():
+    """A one-cycle schedule sets the momentum each step: ``buf = m_t·buf + d`` with the step's ``m_t``."""
+    params, grads = _problem(seed=6)
+    momenta = (0.95, 0.9, 0.85, 0.9, 0.95)
+    actual = _run_optax(optim.make("sgd", _to_jax(params), weight_decay=1e-3), params, grads, LRS, momenta)
+    reference, p = NumpySGD(1e-3), params
+    for g, lr, m in zip(grads, LRS, momenta):
+        p = reference.step(p, g, lr, momentum=m)
+    _assert_tree_close(actual, p)
+
+
+@pytest.mark.parametrize("name", ["lars", "sgd"])
+def test_parameter_groups_by_path(name):
+    """``head/*`` at a tenth of the rate without weight decay, ``frozen/*`` untouched, the rest plain:
+    each group equals its own NumPy optimiser run on its parameters alone."""
+    rng = np.random.default_rng(7)
+    params = {"body": {"w": rng.normal(size=(5, 3)), "b": rng.normal(size=(3,))},
+              "head": {"w": rng.normal(size=(3, 2))}, "frozen": {"w": rng.normal(size=(4, 4))}}
+    grads = [jax.tree_util.tree_map(lambda x: rng.normal(size=x.shape), params) for _ in range(len(LRS))]
+    rules = optim.ParamRules(lr_mults=(("head/.*", 0.1),), wd_mults=(("head/.*", 0.0),), frozen=("frozen/.*",))
+    tx = optim.make(name, _to_jax(params), rules, weight_decay=1e-2)
+    actual = _run_optax(tx, params, grads, lrs=LRS)
+
+    def reference(wd):
+        return NumpyLars(wd) if name == "lars" else NumpySGD(wd)
+
+    body = _run_numpy(reference(1e-2), params["body"], [g["body"] for g in grads], LRS)
+    head = _run_numpy(reference(0.0), params["head"], [g["head"] for g in grads], [0.1 * lr for lr in LRS])
+    _assert_tree_close(actual["body"], body)
+    _assert_tree_close(actual["head"], head)
+    np.testing.assert_array_equal(actual["frozen"]["w"], params["frozen"]["w"].astype(np.float32))
+
+
+def test_parameter_rules_first_match_wins_and_bad_rules_are_refused():
+    params = {"a": {"x": jnp.zeros((2, 2))}, "b": {"x": jnp.zeros((2,))}}
+    settings = optim.leaf_settings(params, optim.ParamRules(lr_mults=(("a/.*", 0.5), (".*", 2.0)),
+                                                            frozen=("b/x",)))
+    assert settings == {"a": {"x": (0.5, 1.0, False)}, "b": {"x": (2.0, 1.0, True)}}
+    with pytest.raises(ValueError, match="lr_mults"):
+        optim.ParamRules(lr_mults=(("a/.*", -1.0),)).check()

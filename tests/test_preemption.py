@@ -80,7 +80,7 @@ def test_the_cli_stops_with_status_75_and_the_same_command_resumes(tmp_path):
     stopped = _main(*args, "--time_limit=0")
     assert stopped.returncode == preemption.EXIT_RESUMABLE, stopped.stderr[-2000:]
     last_line = stopped.stderr.strip().splitlines()[-1]
-    assert last_line.startswith("jaxcssl: stopped in task 0 at step 1/4 (time limit of 0 s reached)"), last_line
+    assert last_line.startswith("jaxcssl: stopped in task 1/2 at step 1/4 (time limit of 0 s reached)"), last_line
     assert "the same command resumes" in last_line
     finished = _main(*args, "--time_limit=1h")
     assert finished.returncode == 0, finished.stderr[-2000:]

@@ -20,9 +20,9 @@ import numpy as np
 import pytest
 
 from jaxcssl.config import base_config
-from jaxcssl.methods import build_method
-from jaxcssl.models import ResNet, distill_predictor_for
-from jaxcssl.strategies import Batch, Context, ModelState, build_strategy
+from jaxcssl.methods import build_method, distill_predictor_for
+from jaxcssl.models import ResNet
+from jaxcssl.strategies import REGISTRY, Batch, Context, ModelState, build_strategy
 from jaxcssl.strategies.cassle import CaSSLe, CaSSLePlus
 from jaxcssl.strategies.cromo import CroMoMixup
 from jaxcssl.strategies.der import DER
@@ -94,8 +94,9 @@ def barlow() -> Setup:
 # --- runners (one compilation per static configuration) ---------------------------------------
 @functools.partial(jax.jit, static_argnames=("strategy", "method", "has_old"))
 def run(strategy, method, params, state, batch, old, key, strategy_state=None, has_old=True):
-    ctx = Context(old=old, strategy_state=strategy_state or {}, key=key, has_old=has_old)
-    return strategy.loss(method, params, state, batch, ctx)
+    ctx = Context(old=old, strategy_state=strategy_state or {}, key=key)
+    loss = strategy.loss if has_old else strategy.first_task_loss
+    return loss(method, params, state, batch, ctx)
 
 
 def run_setup(strategy, s: Setup, batch=None, old=None, **kwargs):
@@ -107,7 +108,7 @@ def run_setup(strategy, s: Setup, batch=None, old=None, **kwargs):
 @functools.partial(jax.jit, static_argnames=("strategy", "method"))
 def grad_wrt_old(strategy, method, params, state, batch, old, key):
     def loss(o):
-        return strategy.loss(method, params, state, batch, Context(o, {}, key, True))[0]
+        return strategy.loss(method, params, state, batch, Context(o, {}, key))[0]
 
     return jax.grad(loss)(old)
 
@@ -194,20 +195,22 @@ def test_every_strategy_returns_finite_metrics(barlow):
 
 
 def test_first_task_is_plain_ssl(barlow):
-    """Before the first task ends every strategy traces to fine-tuning's program, whose value is the
-    SSL loss recomputed independently (comparing jaxprs avoids compiling ten identical programs)."""
+    """Before the first task ends every registered strategy's first-task loss traces to fine-tuning's
+    program, whose value is the SSL loss recomputed independently (comparing jaxprs avoids compiling
+    ten identical programs)."""
     s = barlow
     first = s.batch._replace(memory1=None, memory2=None, memory_features=None)
 
     def program(strategy):
         def loss(params, state, batch, old, key, strategy_state):
-            ctx = Context(old=old, strategy_state=strategy_state, key=key, has_old=False)
-            return strategy.loss(s.method, params, state, batch, ctx)
+            return strategy.first_task_loss(s.method, params, state, batch, Context(old, strategy_state, key))
 
         return str(jax.make_jaxpr(loss)(s.params, s.state, first, s.old, s.key, {}))
 
     finetune = program(Finetune())
-    for strategy in all_strategies(s.predictor)[1:]:
+    strategies = all_strategies(s.predictor)
+    assert {type(x).name for x in strategies} == set(REGISTRY.names())
+    for strategy in strategies[1:]:
         assert program(strategy) == finetune, type(strategy).__name__
     loss, (metrics, _) = run_setup(Finetune(), s, batch=first, has_old=False)
     assert set(metrics) == {"ssl"}
@@ -569,14 +572,17 @@ def test_sycon_refuses_objectives_without_a_form():
         SyCON(ssl_method="simclr", negative_weight=1.0)
 
 
-def test_build_strategy_makes_sycon_from_the_config(barlow):
+def test_build_strategy_makes_sycon_from_the_config():
     config = base_config()
     config.ssl.method, config.strategy.name, config.strategy.old_model_bn = "byol", "sycon", "running"
-    config.strategy.sycon_temperature, config.strategy.sycon_stability_weight = 0.1, 0.5
-    strategy = build_strategy(config, barlow.predictor)
+    config.strategy.sycon.temperature, config.strategy.sycon.stability_weight = 0.1, 0.5
+    config.model.head_scale = 1 / 64
+    method = build_method("byol", dataset="synthetic", backbone=ResNet(stage_sizes=(1,), width=8), head_scale=1 / 64)
+    strategy = build_strategy(config, method)
+    predictor = strategy.distill_predictor
+    assert (predictor.hidden_dim, predictor.out_dim) == (32, method.model.projector.out_dim)
     assert strategy == SyCON(ssl_method="byol", temperature=0.1, stability_weight=0.5, old_model_bn="running",
-                             distill_predictor=barlow.predictor)
-    assert strategy.uses_distill_predictor
+                             distill_predictor=predictor)
     config.ssl.method = "swav"
     with pytest.raises(ValueError, match="swav"):
-        build_strategy(config, barlow.predictor)
+        build_strategy(config, method)

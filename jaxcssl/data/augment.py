@@ -531,42 +531,22 @@ def _blur_kernel(image_size: int) -> int:
     return 3 if image_size <= 64 else 2 * (image_size // 20) + 1
 
 
-# Per method: (settings shared by both views, view-1 overrides, view-2 overrides). The first four are
-# the official CroMo-Mixup scripts (DESIGN.md table); the others are the CIFAR recipes of CaSSLe
-# (bash_files/continual/cifar) and solo-learn (scripts/pretrain/cifar).
-_SSL_PRESETS: dict[str, tuple[dict, dict, dict]] = {
-    # RandomSolarize(0.51, p) on float tensors.
-    "barlow_twins": ({"solarize_threshold": 0.51}, {}, {"solarize_p": 0.2}),
-    # PIL ImageOps.solarize (threshold 128 of 255) after ToPILImage.
-    "byol": ({"solarize_threshold": 128 / 255}, {}, {"solarize_p": 0.2}),
-    "simclr": ({"crop_scale": (0.2, 1.0), "saturation": 0.4}, {}, {}),
-    # GaussianBlur with a 3x3 kernel, sigma U[0.1, 2]: always on view 1, p=0.1 on view 2.
-    "corinfomax": ({}, {"blur_p": 1.0}, {"blur_p": 0.1}),
-    # CaSSLe vicreg.sh / solo-learn vicreg.yaml.
-    "vicreg": ({"crop_scale": (0.2, 1.0), "solarize_p": 0.1}, {}, {}),
-    # solo-learn mocov2plus.yaml (augmentations/symmetric_weak.yaml).
-    "mocov2": ({"saturation": 0.4, "blur_p": 0.5}, {}, {}),
-    # SimSiam's CIFAR recipe, as in the reference code (solo-learn adds blur p=0.5 and crop 0.08).
-    "simsiam": ({"crop_scale": (0.2, 1.0), "saturation": 0.4}, {}, {}),
-    # CaSSLe swav.sh: strong jitter, no blur.
-    "swav": ({"brightness": 0.8, "contrast": 0.8, "saturation": 0.8, "hue": 0.2}, {}, {}),
-    # solo-learn wmse.yaml.
-    "wmse": ({"crop_scale": (0.2, 1.0), "brightness": 0.8, "contrast": 0.8, "saturation": 0.8,
-              "hue": 0.2}, {}, {}),
-}
-SSL_METHODS: tuple[str, ...] = tuple(_SSL_PRESETS)
+# An SSL recipe's two views as overrides of the shared defaults: (both views, view 1, view 2). Each
+# method's module declares its own (Barlow Twins, SimCLR, BYOL, CorInfoMax: the official CroMo-Mixup
+# scripts; the others: the CIFAR recipes of CaSSLe and solo-learn).
+ViewPreset = tuple[dict, dict, dict]
 
 
-def ssl_views(method: str, image_size: int, mean: Triple = _CIFAR_MEAN,
+def ssl_views(preset: ViewPreset, image_size: int, mean: Triple = _CIFAR_MEAN,
               std: Triple = _CIFAR_STD) -> tuple[ViewConfig, ViewConfig]:
-    """The two view configs of an SSL method's pre-training recipe at ``image_size``.
+    """The two view configs of an SSL pre-training recipe at ``image_size``.
 
     Shared defaults: RandomResizedCrop (0.08, 1), flip 0.5, ColorJitter (0.4, 0.4, 0.2, 0.1) with
-    p=0.8, grayscale 0.2, no blur, no solarize; each method overrides what its recipe changes.
+    p=0.8, grayscale 0.2, no blur, no solarize; ``preset`` overrides what the recipe changes (each
+    SSL method declares its own: ``jaxcssl.methods.<name>.SPEC.augment``, or
+    ``jaxcssl.methods.ssl_views(name, ...)``).
     """
-    if method not in _SSL_PRESETS:
-        raise ValueError(f"unknown SSL method {method!r}; known: {', '.join(SSL_METHODS)}")
-    shared, first, second = _SSL_PRESETS[method]
+    shared, first, second = preset
     base = ViewConfig(out_size=image_size, blur_kernel=_blur_kernel(image_size), mean=tuple(mean),
                       std=tuple(std), **shared)
     return dataclasses.replace(base, **first), dataclasses.replace(base, **second)

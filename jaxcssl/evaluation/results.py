@@ -17,7 +17,8 @@ Schema version 1. Accuracies are fractions in [0, 1]; `null` means not evaluated
         "devices": {"count": 1, "platform": "gpu", "kind": "NVIDIA H100 ...", "processes": 1},
         "jax_version": "0.11.2",
         "date": "2026-01-31T12:00:00+00:00",  # UTC, ISO 8601
-        "label": "CroMo-Mixup*"            # optional: row name in reports (default: strategy)
+        "label": "CroMo-Mixup*",           # optional: row name in reports (default: strategy)
+        "learner": "continual"             # optional: the training protocol (config.learner.name)
       },
       "matrices": {                        # accuracy matrices A[t][i]: on task i after task t
         "knn": [[0.61, null], [0.55, 0.58]],   # null above the diagonal / not yet evaluated
@@ -39,11 +40,12 @@ Schema version 1. Accuracies are fractions in [0, 1]; `null` means not evaluated
       "timings": {"train_seconds": [...], "eval_seconds": [...], "images_per_second": [...]},
       "history": [                         # one row per evaluation during training
         {"task": 0, "step": 500, "knn": 0.42, "knn_per_task": [0.42, null]}, ...
-      ]
+      ],                                   # (rows within a phase also carry "phase_step")
+      "learner": {...}                     # optional: the learner's own numbers (e.g. pseudo-label statistics)
     }
 
 Every key above is present (an empty dict or list when nothing was measured), except
-`run.label` and `reference`, which are optional. Rows of `history` need `task` and `step`; the
+`run.label`, `run.learner`, `reference` and `learner`, which are optional. Rows of `history` need `task` and `step`; the
 other row keys are free-form metric names (`knn_per_task` is what `plots.py` draws).
 """
 from __future__ import annotations
@@ -92,7 +94,8 @@ def to_json(value: Any) -> Any:
 
 
 def run_info(*, strategy: str, ssl_method: str, dataset: str, split_kind: str,
-             task_classes: Sequence[Sequence[int]], seed: int, label: str | None = None) -> dict[str, Any]:
+             task_classes: Sequence[Sequence[int]], seed: int, label: str | None = None,
+             learner: str | None = None) -> dict[str, Any]:
     """The `run` block: what was run, plus the devices, jax version and the UTC date, filled in here."""
     import jax  # Only for the device description.
 
@@ -106,6 +109,8 @@ def run_info(*, strategy: str, ssl_method: str, dataset: str, split_kind: str,
             "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")}
     if label is not None:
         info["label"] = label
+    if learner is not None:
+        info["learner"] = learner
     return info
 
 

@@ -6,7 +6,8 @@ import dataclasses
 import jax
 
 from jaxcssl.losses import barlow_twins
-from jaxcssl.methods.base import Embedding, SSLMethod
+from jaxcssl.methods.base import Embedding, MethodSpec, SSLMethod
+from jaxcssl.models.heads import HeadSpec
 
 # Reference scripts / Table 5: LARS lr 0.3 (x batch/256), wd 1e-4, batch 256; BarlowTwinsLoss with
 # lambda 5e-3, scale_loss 0.025 and torch.std (unbiased) standardisation.
@@ -22,3 +23,11 @@ class BarlowTwins(SSLMethod):
 
     def criterion(self, query: Embedding, key: jax.Array, state):
         return barlow_twins(query.projection, key, **self.loss_kwargs), state
+
+
+SPEC = MethodSpec(
+    name="barlow_twins", label="Barlow Twins", cls=BarlowTwins, defaults=DEFAULTS,
+    projector=HeadSpec((2048, 2048), 2048, use_bn=True, final_bn=True, out_bias=True),
+    # RandomSolarize(0.51, p) on float tensors.
+    augment=({"solarize_threshold": 0.51}, {}, {"solarize_p": 0.2}),
+)

@@ -28,6 +28,8 @@ import jax
 import jax.numpy as jnp
 from flax.core import FrozenDict
 
+from jaxcssl.models.heads import mlp_head
+
 Pytree = Any
 
 
@@ -124,6 +126,14 @@ class SSLMethod(abc.ABC):
         loss21, state = self.criterion(online2, key1, state)
         return 0.5 * (loss12 + loss21), state
 
+    @classmethod
+    def make_predictor(cls, spec: "MethodSpec", options: Mapping[str, Any], *, scale: float, dtype: Any):
+        """The module after the projector: the spec's MLP predictor, or ``None``."""
+        del options
+        if spec.predictor is None:
+            return None
+        return mlp_head(spec.predictor, scale, dtype)
+
     def distill(self, predicted: jax.Array, old: jax.Array, state: Pytree) -> tuple[jax.Array, Pytree]:
         """CaSSLe predictive distillation ``L_SSL(z̄, h(z))`` with ``old = z̄`` frozen (Eq. 5).
 
@@ -132,6 +142,39 @@ class SSLMethod(abc.ABC):
         """
         query = Embedding(features=predicted, projection=predicted, prediction=predicted)
         return self.criterion(query, jax.lax.stop_gradient(old), state)
+
+
+@dataclasses.dataclass(frozen=True)
+class MethodSpec:
+    """Everything the registry knows about one SSL method, declared in the method's own module.
+
+    Attributes:
+      name: registry name (``config.ssl.method``).
+      label: the name papers print ("Barlow Twins").
+      cls: the :class:`SSLMethod` subclass.
+      defaults: reference hyper-parameters: ``optimizer``, ``base_lr``, ``weight_decay``,
+        ``batch_size``, ``warmup_epochs``, ``loss`` (keyword arguments of the loss), optionally
+        ``ema_base``, ``norm``, ``scale_lr_by_batch``, method fields and ``per_dataset`` overrides.
+      projector: the projector at full width; ``per_dataset_projector`` replaces it per dataset.
+      predictor: the online predictor (BYOL, SimSiam), or ``None``.
+      augment: the two-view augmentation preset (:data:`jaxcssl.data.augment.ViewPreset`).
+    """
+
+    name: str
+    label: str
+    cls: type
+    defaults: Mapping[str, Any]
+    projector: Any  # jaxcssl.models.heads.HeadSpec
+    augment: tuple[dict, dict, dict]
+    predictor: Any = None
+    per_dataset_projector: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+    def projector_spec(self, dataset: str) -> Any:
+        return self.per_dataset_projector.get(_dataset_family(dataset), self.projector)
+
+
+def _dataset_family(dataset: str) -> str:
+    return "tiny_imagenet" if dataset.lower() in ("tiny_imagenet", "tinyimagenet") else dataset.lower()
 
 
 def ema_momentum(step: jax.Array, total_steps: int, base: float = 0.99, final: float = 1.0) -> jax.Array:

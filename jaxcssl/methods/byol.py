@@ -6,7 +6,8 @@ import dataclasses
 import jax
 
 from jaxcssl.losses import byol
-from jaxcssl.methods.base import Embedding, SSLMethod
+from jaxcssl.methods.base import Embedding, MethodSpec, SSLMethod
+from jaxcssl.models.heads import HeadSpec
 
 # Reference: LARS lr 1.0 (Tiny 0.3) x batch/256, wd 1e-5, batch 256, 10 warm-up epochs, EMA
 # 0.99 -> 1 (cosine over the whole run), GroupNorm + weight standardisation in the backbone.
@@ -26,3 +27,12 @@ class BYOL(SSLMethod):
 
     def criterion(self, query: Embedding, key: jax.Array, state):
         return byol(query.prediction, key), state
+
+
+SPEC = MethodSpec(
+    name="byol", label="BYOL", cls=BYOL, defaults=DEFAULTS,
+    projector=HeadSpec((4096,), 256, use_bn=True, final_bn=False, out_bias=True),
+    predictor=HeadSpec((4096,), 256, use_bn=True),
+    # PIL ImageOps.solarize (threshold 128 of 255) after ToPILImage.
+    augment=({"solarize_threshold": 128 / 255}, {}, {"solarize_p": 0.2}),
+)

@@ -6,7 +6,8 @@ import dataclasses
 import jax
 
 from jaxcssl.losses import corinfomax, corinfomax_init_state
-from jaxcssl.methods.base import Embedding, SSLMethod
+from jaxcssl.methods.base import Embedding, MethodSpec, SSLMethod
+from jaxcssl.models.heads import HeadSpec
 
 # Reference: SGD lr 0.1 (Tiny 0.5) *not* scaled by batch (base_batch = batch), wd 1e-4, batch 512
 # (Tiny 256), sim weight 250, cov weight 1, covariance state updated every step.
@@ -28,3 +29,12 @@ class CorInfoMax(SSLMethod):
 
     def criterion(self, query: Embedding, key: jax.Array, state):
         return corinfomax(query.projection, key, state, **self.loss_kwargs)
+
+
+SPEC = MethodSpec(
+    name="corinfomax", label="CorInfoMax", cls=CorInfoMax, defaults=DEFAULTS,
+    projector=HeadSpec((2048, 2048), 64, use_bn=False, final_bn=False, out_bias=False),
+    per_dataset_projector={"tiny_imagenet": HeadSpec((4096, 4096), 128, use_bn=False, out_bias=False)},
+    # GaussianBlur with a 3x3 kernel, sigma U[0.1, 2]: always on view 1, p=0.1 on view 2.
+    augment=({}, {"blur_p": 1.0}, {"blur_p": 0.1}),
+)

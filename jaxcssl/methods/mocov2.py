@@ -6,7 +6,8 @@ import dataclasses
 import jax
 
 from jaxcssl.losses import info_nce, mocov2, mocov2_enqueue, mocov2_init_queue
-from jaxcssl.methods.base import Embedding, SSLMethod
+from jaxcssl.methods.base import Embedding, MethodSpec, SSLMethod
+from jaxcssl.models.heads import HeadSpec
 
 # solo-learn CIFAR recipe: SGD lr 0.3, wd 1e-4, batch 256, temperature 0.2, queue 65536, EMA 0.99.
 DEFAULTS = dict(
@@ -46,3 +47,11 @@ class MoCoV2(SSLMethod):
         for keys in (key1, key2):
             queue, ptr = mocov2_enqueue(queue, ptr, jax.lax.stop_gradient(keys))
         return loss, {"queue": queue, "ptr": ptr}
+
+
+SPEC = MethodSpec(
+    name="mocov2", label="MoCo v2+", cls=MoCoV2, defaults=DEFAULTS,
+    projector=HeadSpec((2048,), 256, use_bn=False, final_bn=False, out_bias=True),
+    # solo-learn mocov2plus.yaml (augmentations/symmetric_weak.yaml).
+    augment=({"saturation": 0.4, "blur_p": 0.5}, {}, {}),
+)

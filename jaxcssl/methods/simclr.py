@@ -6,7 +6,8 @@ import dataclasses
 import jax
 
 from jaxcssl.losses import simclr
-from jaxcssl.methods.base import Embedding, SSLMethod
+from jaxcssl.methods.base import Embedding, MethodSpec, SSLMethod
+from jaxcssl.models.heads import HeadSpec
 
 # Reference code: LARS (Table 5 says SGD; the official trainer uses LARS), lr 0.6 (Tiny 0.3)
 # x batch/256, wd 5e-4, batch 512 (Tiny 256), temperature 0.5. The CroMo reference distils with the
@@ -29,3 +30,10 @@ class SimCLR(SSLMethod):
 
     def distill(self, predicted: jax.Array, old: jax.Array, state):
         return simclr(predicted, jax.lax.stop_gradient(old), temperature=self.distill_temperature), state
+
+
+SPEC = MethodSpec(
+    name="simclr", label="SimCLR", cls=SimCLR, defaults=DEFAULTS,
+    projector=HeadSpec((2048,), 128, use_bn=False, final_bn=False, out_bias=False),
+    augment=({"crop_scale": (0.2, 1.0), "saturation": 0.4}, {}, {}),
+)

@@ -6,7 +6,8 @@ import dataclasses
 import jax
 
 from jaxcssl.losses import simsiam
-from jaxcssl.methods.base import Embedding, SSLMethod
+from jaxcssl.methods.base import Embedding, MethodSpec, SSLMethod
+from jaxcssl.models.heads import HeadSpec
 
 # solo-learn CIFAR recipe: SGD lr 0.5, wd 1e-5, batch 256.
 DEFAULTS = dict(optimizer="sgd", base_lr=0.5, weight_decay=1e-5, batch_size=256, warmup_epochs=10, loss=dict())
@@ -23,3 +24,12 @@ class SimSiam(SSLMethod):
 
     def criterion(self, query: Embedding, key: jax.Array, state):
         return simsiam(query.prediction, key), state
+
+
+SPEC = MethodSpec(
+    name="simsiam", label="SimSiam", cls=SimSiam, defaults=DEFAULTS,
+    projector=HeadSpec((2048, 2048), 2048, use_bn=True, final_bn=True, out_bias=True),
+    predictor=HeadSpec((512,), 2048, use_bn=True),
+    # SimSiam's CIFAR recipe, as in the reference code (solo-learn adds blur p=0.5 and crop 0.08).
+    augment=({"crop_scale": (0.2, 1.0), "saturation": 0.4}, {}, {}),
+)

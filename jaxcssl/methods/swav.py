@@ -9,7 +9,8 @@ import jax
 import jax.numpy as jnp
 
 from jaxcssl.losses import swav_from_scores
-from jaxcssl.methods.base import Embedding, SSLMethod
+from jaxcssl.methods.base import Embedding, MethodSpec, SSLMethod
+from jaxcssl.models.heads import HeadSpec
 
 # solo-learn CIFAR recipe: LARS lr 0.6, wd 1e-6, batch 256, 3000 prototypes, temperature 0.1.
 DEFAULTS = dict(
@@ -44,6 +45,11 @@ class SwAV(SSLMethod):
 
     num_prototypes: int = 3000
 
+    @classmethod
+    def make_predictor(cls, spec, options, *, scale, dtype):
+        del spec, scale
+        return Prototypes(options.get("num_prototypes", cls.num_prototypes), dtype=dtype)
+
     def key_embedding(self, online: Embedding, target: Embedding | None = None) -> jax.Array:
         return online.prediction
 
@@ -51,4 +57,12 @@ class SwAV(SSLMethod):
         return swav_from_scores(query.prediction, key, **self.loss_kwargs), state
 
     def distill(self, predicted: jax.Array, old: jax.Array, state):
-        raise ValueError("distillation is not supported with SSL method 'swav'; set strategy.distill_weight=0")
+        raise ValueError("distillation is not supported with SSL method 'swav'; set strategy.cromo.distill_weight=0")
+
+
+SPEC = MethodSpec(
+    name="swav", label="SwAV", cls=SwAV, defaults=DEFAULTS,
+    projector=HeadSpec((2048,), 128, use_bn=True, final_bn=False, out_bias=True),
+    # CaSSLe swav.sh: strong jitter, no blur.
+    augment=({"brightness": 0.8, "contrast": 0.8, "saturation": 0.8, "hue": 0.2}, {}, {}),
+)

@@ -7,7 +7,8 @@ import jax
 import jax.numpy as jnp
 
 from jaxcssl.losses import vicreg
-from jaxcssl.methods.base import Embedding, SSLMethod
+from jaxcssl.methods.base import Embedding, MethodSpec, SSLMethod
+from jaxcssl.models.heads import HeadSpec
 
 # solo-learn CIFAR recipe (used by CaSSLe): LARS lr 0.3, wd 1e-4, batch 256, weights 25/25/1.
 DEFAULTS = dict(
@@ -27,3 +28,11 @@ class VICReg(SSLMethod):
         """CaSSLe's VICReg distiller: the invariance term only, ``sim_weight · MSE(h(z), z̄)``."""
         sim_weight = self.loss_kwargs.get("sim_weight", 25.0)
         return sim_weight * jnp.mean((predicted - jax.lax.stop_gradient(old)) ** 2), state
+
+
+SPEC = MethodSpec(
+    name="vicreg", label="VICReg", cls=VICReg, defaults=DEFAULTS,
+    projector=HeadSpec((2048, 2048), 2048, use_bn=True, final_bn=False, out_bias=True),
+    # CaSSLe vicreg.sh / solo-learn vicreg.yaml.
+    augment=({"crop_scale": (0.2, 1.0), "solarize_p": 0.1}, {}, {}),
+)

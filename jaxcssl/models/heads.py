@@ -1,6 +1,8 @@
-"""Projector, predictor and classifier heads, with the CroMo-Mixup reference layouts.
+"""MLP heads (projectors, predictors), CaSSLe's distillation predictor and the linear classifier.
 
-Layouts (reference ``models/ssl.py`` ``Encoder``/``Predictor``, ``trainers/*`` temporal projector):
+Each SSL method's module declares its heads as :class:`HeadSpec` (``jaxcssl.methods.<name>.SPEC``);
+the CroMo-Mixup reference layouts (``models/ssl.py`` ``Encoder``/``Predictor``, ``trainers/*``
+temporal projector) are:
 
 =============  ==============================================================  ==================
 method         projector                                                       predictor
@@ -17,7 +19,7 @@ swav           Linear-BN-ReLU-Linear  (2048 -> 128), then prototypes           -
 wmse           Linear-BN-ReLU-Linear  (1024 -> 64)                             --
 =============  ==============================================================  ==================
 
-BYOL follows DESIGN.md and the BYOL paper (BN in the projector); the newest reference ``ssl.py``
+BYOL follows the BYOL paper (BN in the projector); the newest reference ``ssl.py``
 drops that BN. VICReg, MoCo v2, SwAV and W-MSE use the solo-learn CIFAR recipes (CaSSLe's code base).
 
 The CaSSLe distillation predictor of every method is ``Linear(no bias)-BN-ReLU-Linear`` from the
@@ -29,6 +31,7 @@ Outputs are float32 whatever the compute ``dtype``.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -40,22 +43,16 @@ import jax.numpy as jnp
 BN_MOMENTUM = 0.9
 BN_EPSILON = 1e-5
 
-# (hidden_dims, out_dim, use_bn, final_bn, out_bias) at scale 1; "tiny" = Tiny-ImageNet.
-_PROJECTORS = {
-    "barlow_twins": ((2048, 2048), 2048, True, True, True),
-    "simsiam": ((2048, 2048), 2048, True, True, True),
-    "corinfomax": ((2048, 2048), 64, False, False, False),
-    "corinfomax/tiny": ((4096, 4096), 128, False, False, False),
-    "simclr": ((2048,), 128, False, False, False),
-    "byol": ((4096,), 256, True, False, True),
-    "vicreg": ((2048, 2048), 2048, True, False, True),
-    "mocov2": ((2048,), 256, False, False, True),
-    "swav": ((2048,), 128, True, False, True),
-    "wmse": ((1024,), 64, True, False, True),
-}
-# (hidden_dim, out_dim) of Linear-BN-ReLU-Linear predictors at scale 1.
-_PREDICTORS = {"byol": (4096, 256), "simsiam": (512, 2048)}
-_TINY_DATASETS = ("tiny_imagenet", "tinyimagenet")
+
+@dataclasses.dataclass(frozen=True)
+class HeadSpec:
+    """An MLP head at full width: ``[Dense(-BN)-ReLU] × len(hidden_dims)``, ``Dense(out_dim)`` (+ BN)."""
+
+    hidden_dims: tuple[int, ...]
+    out_dim: int
+    use_bn: bool = True
+    final_bn: bool = False
+    out_bias: bool = True
 
 
 def _uniform(bound: float) -> nn.initializers.Initializer:
@@ -137,48 +134,18 @@ class LinearClassifier(nn.Module):
 MIN_SCALED_DIM = 8
 
 
-def _scaled(dim: int, scale: float) -> int:
+def scaled(dim: int, scale: float) -> int:
+    """``dim × scale`` rounded, at least ``min(dim, 8)`` (tiny test models keep usable heads)."""
     return max(min(dim, MIN_SCALED_DIM), round(dim * scale))
 
 
-def _projector_spec(method: str, dataset: str) -> tuple:
-    if method not in _PROJECTORS:
-        known = ", ".join(k for k in _PROJECTORS if "/" not in k)
-        raise ValueError(f"no projector defaults for method {method!r}; known: {known}")
-    tiny_key = f"{method}/tiny"
-    if dataset.lower() in _TINY_DATASETS and tiny_key in _PROJECTORS:
-        return _PROJECTORS[tiny_key]
-    return _PROJECTORS[method]
-
-
-def projector_for(method: str, dataset: str = "cifar100", scale: float = 1.0, dtype: Any = jnp.float32) -> MLPHead:
-    """The reference projector of ``method`` (table in the module docstring).
-
-    ``dataset`` only matters for CorInfoMax (``tiny_imagenet`` gets 4096-4096-128; any other name
-    the CIFAR 2048-2048-64). ``scale`` multiplies every width (rounded, at least 8) for tiny test models.
-    """
-    hidden, out, use_bn, final_bn, out_bias = _projector_spec(method, dataset)
+def mlp_head(spec: HeadSpec, scale: float = 1.0, dtype: Any = jnp.float32) -> MLPHead:
+    """The :class:`MLPHead` of ``spec`` with every width multiplied by ``scale``."""
     return MLPHead(
-        hidden_dims=tuple(_scaled(d, scale) for d in hidden),
-        out_dim=_scaled(out, scale),
-        use_bn=use_bn,
-        final_bn=final_bn,
-        out_bias=out_bias,
+        hidden_dims=tuple(scaled(d, scale) for d in spec.hidden_dims),
+        out_dim=scaled(spec.out_dim, scale),
+        use_bn=spec.use_bn,
+        final_bn=spec.final_bn,
+        out_bias=spec.out_bias,
         dtype=dtype,
     )
-
-
-def predictor_for(method: str, scale: float = 1.0, dtype: Any = jnp.float32) -> MLPHead:
-    """The online predictor of BYOL (Linear-BN-ReLU-Linear 4096 -> 256) or SimSiam (512 -> 2048)."""
-    if method not in _PREDICTORS:
-        raise ValueError(f"method {method!r} has no predictor; methods with one: {', '.join(_PREDICTORS)}")
-    hidden, out = _PREDICTORS[method]
-    return MLPHead(hidden_dims=(_scaled(hidden, scale),), out_dim=_scaled(out, scale), use_bn=True, dtype=dtype)
-
-
-def distill_predictor_for(
-    method: str, dataset: str = "cifar100", scale: float = 1.0, dtype: Any = jnp.float32
-) -> DistillPredictor:
-    """CaSSLe predictor for ``method``: projector output -> projector hidden width -> projector output."""
-    hidden, out, *_ = _projector_spec(method, dataset)
-    return DistillPredictor(hidden_dim=_scaled(hidden[0], scale), out_dim=_scaled(out, scale), dtype=dtype)

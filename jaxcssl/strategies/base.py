@@ -1,29 +1,46 @@
-"""What every continual strategy receives, and the forward/loss pieces they share.
+"""What a continual strategy is: a loss after the first task, plus the state it owns.
 
-A strategy is a frozen dataclass with one pure method, :meth:`Strategy.loss`, differentiated by
-the engine with respect to ``params``. Everything else it needs arrives as explicit pytrees:
+A strategy is a frozen dataclass registered by name (:data:`jaxcssl.strategies.REGISTRY`). The
+continual learner asks it, through the hooks below, what to prepare; nothing outside a strategy's
+module knows which strategy it is:
 
-* ``params = {"model": ..., "distill": ...}``: the SSL model and, for distilling strategies, the
-  CaSSLe predictor ``h``;
-* :class:`ModelState`: BatchNorm statistics, loss state (CorInfoMax covariances, MoCo queue; one
-  slot per loss term) and the EMA target network;
-* :class:`Batch`: two augmented views of the current batch and, after the first task, of a replay
-  batch (with DER's stored embeddings);
-* :class:`Context`: the frozen old model (never differentiated: every use goes through
-  ``stop_gradient`` and its statistics are never written back), the strategy's own state (EWC),
-  a PRNG key and whether an old model exists yet (static).
+* :attr:`Strategy.CONFIG` — its settings, ``config.strategy.<name>.*`` (defaults beside their reason);
+  :meth:`Strategy.check` validates them and :meth:`Strategy.from_config` builds the strategy;
+* :meth:`Strategy.init_modules` — parameters it adds beside the SSL model (CaSSLe's predictor ``h``
+  under ``params["distill"]``), and :meth:`Strategy.param_rules` their optimiser groups;
+* :meth:`Strategy.memory` — the replay memory it needs (samples saved per task, replay batch,
+  per-sample features); its replay batch then arrives in :class:`Batch` after the first task;
+  :attr:`Strategy.batch_fields` — other per-step inputs (``"labels"``);
+* :meth:`Strategy.phases` — how the split's tasks become training phases (Offline joins them);
+* :meth:`Strategy.first_task_loss` (plain SSL unless overridden) and :meth:`Strategy.loss`
+  (after the first task), pure functions differentiated with respect to ``params``;
+* :meth:`Strategy.task_end` — what it stores when a task ends (DER's embeddings, EWC's Fisher),
+  through the narrow :class:`TaskEnd` context;
+* :meth:`Strategy.predictors` — extra functions evaluation is handed (a classifier's ``"logits"``).
+
+Everything a loss needs arrives as explicit pytrees: ``params = {"model": ..., <module>: ...}``;
+:class:`ModelState` (BatchNorm statistics, loss state — CorInfoMax covariances, MoCo queue, one slot
+per loss term — and the EMA target); :class:`Batch`; :class:`Context` (the frozen old model, never
+differentiated: every use goes through ``stop_gradient`` and its statistics are never written back,
+the strategy's state and a PRNG key).
 """
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Any, ClassVar, NamedTuple, Optional
 
 import flax.linen as nn
 import flax.struct
 import jax
 import jax.numpy as jnp
+import numpy as np
 
+from jaxcssl.errors import ConfigError
 from jaxcssl.methods.base import Embedding, SSLMethod
+from jaxcssl.models.heads import DistillPredictor
+from jaxcssl.optim import ParamRules
+from jaxcssl.replay import ReplayBuffer
 
 Pytree = Any
 Metrics = dict[str, jax.Array]
@@ -34,12 +51,14 @@ class Batch(NamedTuple):
     view2: jax.Array
     memory1: Optional[jax.Array] = None  # [R, H, W, C] augmented replay samples, view 1
     memory2: Optional[jax.Array] = None
-    memory_features: Optional[jax.Array] = None  # [R, D] stored old-model embeddings (DER)
+    memory_features: Optional[jax.Array] = None  # [R, D] stored per-sample features (DER)
+    labels: Optional[jax.Array] = None  # int32 [B] labels of the current samples ("labels" batch field)
+    memory_labels: Optional[jax.Array] = None  # int32 [R] labels of the replay samples
 
 
 @flax.struct.dataclass
 class ModelState:
-    batch_stats: Pytree  # {"model": ..., "distill": ...}
+    batch_stats: Pytree  # {"model": ..., <module>: ...}
     loss_state: Pytree  # {"ssl": ..., "distill": ..., "mixup": ...}: one state per loss term
     target: Pytree  # {"params", "batch_stats"} of the EMA network, or None
 
@@ -48,47 +67,195 @@ class Context(NamedTuple):
     old: Pytree  # {"params", "batch_stats"} of the frozen model of the previous task
     strategy_state: Pytree
     key: jax.Array
-    has_old: bool  # static: False during the first task
+
+
+@dataclasses.dataclass(frozen=True)
+class MemorySpec:
+    """The replay memory a strategy needs: filled at each task end, sampled at every later step."""
+
+    samples_per_task: int  # saved at each task end, without replacement (CroMo Table 6)
+    replay_batch: int  # memory samples per step, drawn uniformly with replacement
+    feature_dim: int = 1  # per-sample features stored beside the images (1 = unused; Orbax needs non-empty)
+
+
+class TaskEnd(NamedTuple):
+    """What :meth:`Strategy.task_end` may read when task ``task_id`` ends (after the old-model
+    snapshot and the memory insertion)."""
+
+    task_id: int
+    key: jax.Array
+    method: SSLMethod
+    views: tuple[Any, Any]  # the two augmentation ViewConfigs of training
+    batch_size: int
+    images: jax.Array  # uint8 [N, H, W, C]: the training set on the device
+    task_indices: np.ndarray  # int [n]: the finished task's training samples
+    params: Pytree
+    model_state: ModelState
+    old: Pytree  # the snapshot of the model just taken
+    strategy_state: Pytree
+    memory: Optional[ReplayBuffer]
+    new_memory_slots: tuple[int, int]  # [start, stop) of the samples inserted for this task
+    preprocess: Callable[[jax.Array], jax.Array]  # uint8 -> normalised float (evaluation preprocessing)
+
+
+class TaskEndResult(NamedTuple):
+    strategy_state: Pytree
+    memory: Optional[ReplayBuffer]
 
 
 @dataclasses.dataclass(frozen=True)
 class Strategy:
-    """Base class. Subclasses set the class flags and implement :meth:`loss`.
+    """Base class: fine-tuning (plain SSL on every task). Subclasses override the hooks they need.
 
-    Flags tell the engine what to prepare: ``uses_replay`` (sample a replay batch each step after
-    the first task and fill the memory at task ends), ``uses_distill_predictor`` (create ``h``),
-    ``stores_features`` (DER: store old-model embeddings with the memory), ``joint`` (offline: one
-    task holding all data).
+    Attributes:
+      name: the registry name (``config.strategy.name``); also the config subtree's name.
+      label: the method's name in reports (paper tables).
+      CONFIG: defaults of ``config.strategy.<name>.*``.
+      batch_fields: per-step inputs beyond the two views and the replay batch: ``"labels"``.
+      PREDICTORS: the extra predictors :meth:`predictors` returns (``"logits"`` for a classifier).
+      old_model_bn: BatchNorm of the frozen old model: ``"batch"`` statistics (the reference's
+        ``oldModel.train()``) or its stored ``"running"`` averages.
     """
 
-    uses_replay: ClassVar[bool] = False
-    uses_distill_predictor: ClassVar[bool] = False
-    stores_features: ClassVar[bool] = False
-    joint: ClassVar[bool] = False
+    name: ClassVar[str] = ""
+    label: ClassVar[str] = ""
+    CONFIG: ClassVar[dict[str, Any]] = {}
+    batch_fields: ClassVar[frozenset[str]] = frozenset()
+    PREDICTORS: ClassVar[frozenset[str]] = frozenset()
 
     old_model_bn: str = "batch"
-    distill_predictor: Optional[nn.Module] = None  # CaSSLe's h, created by the engine when needed
+
+    # --- configuration -----------------------------------------------------------------------
+    @classmethod
+    def check(cls, config) -> None:
+        """Refuse settings that cannot work with one :class:`~jaxcssl.errors.ConfigError` line."""
+        del config
+
+    @classmethod
+    def from_config(cls, config, method: SSLMethod) -> "Strategy":
+        """The strategy with its options from ``config.strategy.<name>`` (keys = field names) and, for
+        the fields it declares, the shared ``config.strategy`` settings: ``memory_spec`` (replay
+        memory) and ``distill_predictor`` (CaSSLe's ``h``)."""
+        kwargs = dict(config.strategy[cls.name]) if cls.name in config.strategy else {}
+        fields = {f.name for f in dataclasses.fields(cls)}
+        if "memory_spec" in fields:
+            kwargs["memory_spec"] = memory_from_config(config, cls.memory_feature_dim(method))
+        if "distill_predictor" in fields:
+            kwargs["distill_predictor"] = make_distill_predictor(config, method)
+        return cls(old_model_bn=config.strategy.old_model_bn, **kwargs)
+
+    @classmethod
+    def memory_feature_dim(cls, method: SSLMethod) -> int:
+        """Width of the per-sample features stored in the memory (1: none)."""
+        del method
+        return 1
+
+    def report_label(self) -> str:
+        return self.label or self.name
+
+    # --- what the learner prepares -------------------------------------------------------------
+    def init_modules(self, key: jax.Array, method: SSLMethod) -> dict[str, dict[str, Pytree]]:
+        """``{module name: {"params", "batch_stats"}}`` of the modules this strategy trains."""
+        del key, method
+        return {}
+
+    def param_rules(self) -> ParamRules:
+        """Optimiser rules for this strategy's parameters (learning-rate / weight-decay multipliers)."""
+        return ParamRules()
+
+    def memory(self) -> Optional[MemorySpec]:
+        """The replay memory this strategy needs (its ``memory_spec`` field), or ``None``."""
+        return getattr(self, "memory_spec", None)
+
+    def phases(self, tasks: list[np.ndarray], schedule: str) -> list[tuple[tuple[int, ...], np.ndarray]]:
+        """The training phases: ``(split tasks trained, int32 [S, n] sample rows)`` each.
+
+        ``schedule="sequential"``: one phase per task. ``"interleaved"`` (CroMo Sec. 3): one phase of
+        ``S`` rows, step ``s`` drawing from task ``s mod S`` (rows cut to the smallest task).
+        """
+        tasks = [np.asarray(t, np.int32) for t in tasks]
+        if schedule == "interleaved":
+            n = min(len(t) for t in tasks)
+            return [(tuple(range(len(tasks))), np.stack([t[:n] for t in tasks]))]
+        return [((i,), t[None, :]) for i, t in enumerate(tasks)]
 
     def init_state(self, params: Pytree) -> Pytree:
         """Strategy state carried across steps and tasks (EWC's Fisher and anchor)."""
         del params
         return {}
 
+    # --- losses --------------------------------------------------------------------------------
+    def first_task_loss(
+        self, method: SSLMethod, params: Pytree, state: ModelState, batch: Batch, ctx: Context
+    ) -> tuple[jax.Array, tuple[Metrics, ModelState]]:
+        """The loss before any task has ended: the SSL objective on the current batch."""
+        del ctx
+        return ssl_only(method, params, state, batch.view1, batch.view2)
+
     def loss(
         self, method: SSLMethod, params: Pytree, state: ModelState, batch: Batch, ctx: Context
     ) -> tuple[jax.Array, tuple[Metrics, ModelState]]:
-        """Total loss, with metrics and the updated (non-differentiated) model state."""
+        """The loss after the first task: total, metrics and the updated (non-differentiated) state."""
+        del ctx
         return ssl_only(method, params, state, batch.view1, batch.view2)
 
-    def end_of_task(self, run: Any, state: Any, phase: Any, key: jax.Array) -> Any:
-        """Consolidate after a task (EWC's Fisher); the engine has already snapshot the old model
-        and filled the memory. ``run`` is the :class:`jaxcssl.builders.Run`, ``state`` the
-        :class:`jaxcssl.train_step.TrainState`."""
-        del run, phase, key
-        return state
+    def predictors(self, method: SSLMethod, params: Pytree, batch_stats: Pytree,
+                   preprocess: Callable[[jax.Array], jax.Array]) -> dict[str, Callable]:
+        """Extra evaluation predictors of the trained state (``PREDICTORS``), e.g. ``"logits"``:
+        uint8 images -> class logits. Pass the weights as arguments of a module-level jitted function
+        (``functools.partial``) so that each evaluation reuses one compiled program."""
+        del method, params, batch_stats, preprocess
+        return {}
+
+    def task_end(self, ctx: TaskEnd) -> TaskEndResult:
+        """Store what later tasks need; the default keeps the state and memory as they are."""
+        return TaskEndResult(ctx.strategy_state, ctx.memory)
 
 
 # --- shared pieces ---------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class Distilling(Strategy):
+    """A strategy with CaSSLe's predictor ``h`` (``params["distill"]``), distilling to the old model."""
+
+    distill_predictor: Optional[nn.Module] = None
+
+    @classmethod
+    def check(cls, config) -> None:
+        if config.ssl.method == "swav":
+            raise ConfigError(f"strategy.name={cls.name!r} distils, which ssl.method='swav' does not support")
+
+    def init_modules(self, key: jax.Array, method: SSLMethod) -> dict[str, dict[str, Pytree]]:
+        dim = method.model.projector.out_dim
+        variables = self.distill_predictor.init(key, jnp.zeros((2, dim)), train=True)
+        return {"distill": {"params": variables["params"], "batch_stats": variables["batch_stats"]}}
+
+
+def make_distill_predictor(config, method: SSLMethod) -> nn.Module:
+    """CaSSLe's ``h``: projector output -> ``strategy.distill_hidden_dim`` (× ``model.head_scale``) -> output."""
+    dtype = jnp.bfloat16 if config.model.dtype == "bfloat16" else jnp.float32
+    hidden = max(8, round(config.strategy.distill_hidden_dim * config.model.head_scale))
+    return DistillPredictor(hidden_dim=hidden, out_dim=method.model.projector.out_dim, dtype=dtype)
+
+
+def memory_from_config(config, feature_dim: int = 1) -> MemorySpec:
+    s = config.strategy
+    return MemorySpec(samples_per_task=s.samples_per_task, replay_batch=s.replay_batch, feature_dim=feature_dim)
+
+
+def check_memory(config, name: str, mixes: bool = False) -> None:
+    """Memory settings of a replay strategy ``name``; ``mixes``: each replay sample is paired with a
+    current one (so the replay batch cannot exceed the batch)."""
+    s = config.strategy
+    for key in ("samples_per_task", "replay_batch"):
+        if not s[key] > 0:
+            raise ConfigError(f"strategy.{key}={s[key]!r} must be > 0")
+    if mixes and s.replay_batch > config.train.batch_size:
+        raise ConfigError(
+            f"strategy.replay_batch={s.replay_batch} exceeds train.batch_size={config.train.batch_size}: "
+            f"{name} pairs each memory sample with a current one"
+        )
+
+
 def online(method: SSLMethod, params: Pytree, state: ModelState, images: jax.Array) -> tuple[Embedding, ModelState]:
     """Current-model forward in train mode; BatchNorm statistics are threaded through ``state``."""
     embedding, stats = method.embed(params["model"], state.batch_stats["model"], images)

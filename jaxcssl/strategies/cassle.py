@@ -8,15 +8,15 @@ both terms to the current batch concatenated with a replay batch (the reference'
 from __future__ import annotations
 
 import dataclasses
-from typing import ClassVar
 
 from jaxcssl.strategies.base import (
-    Strategy,
+    Distilling,
+    MemorySpec,
+    check_memory,
     concat,
     distill_term,
     old_embed,
     online,
-    ssl_only,
     ssl_term,
 )
 
@@ -37,15 +37,18 @@ def ssl_with_distillation(strategy, method, params, state, x1, x2, ctx, weight):
 
 
 @dataclasses.dataclass(frozen=True)
-class CaSSLe(Strategy):
+class CaSSLe(Distilling):
     """Predictive distillation to the previous task's model (ζ = ``distill_weight``)."""
 
-    uses_distill_predictor: ClassVar[bool] = True
+    name = "cassle"
+    label = "CaSSLe"
+    CONFIG = dict(
+        distill_weight=1.0,  # ζ: weight of the distillation sum over both views (CaSSLe uses 1)
+    )
+
     distill_weight: float = 1.0
 
     def loss(self, method, params, state, batch, ctx):
-        if not ctx.has_old:
-            return ssl_only(method, params, state, batch.view1, batch.view2)
         return ssl_with_distillation(self, method, params, state, batch.view1, batch.view2, ctx, self.distill_weight)
 
 
@@ -53,10 +56,16 @@ class CaSSLe(Strategy):
 class CaSSLePlus(CaSSLe):
     """CaSSLe on the current batch concatenated with a replay batch."""
 
-    uses_replay: ClassVar[bool] = True
+    name = "cassle_plus"
+    label = "CaSSLe+"
+
+    memory_spec: MemorySpec = MemorySpec(samples_per_task=500, replay_batch=64)
+
+    @classmethod
+    def check(cls, config):
+        super().check(config)
+        check_memory(config, cls.name)
 
     def loss(self, method, params, state, batch, ctx):
-        if not ctx.has_old:
-            return ssl_only(method, params, state, batch.view1, batch.view2)
         x1, x2 = concat(batch.view1, batch.memory1), concat(batch.view2, batch.memory2)
         return ssl_with_distillation(self, method, params, state, x1, x2, ctx, self.distill_weight)

@@ -18,30 +18,48 @@ other current samples, ``output_mixup="same_model"`` embeds the partner with the
 from __future__ import annotations
 
 import dataclasses
-from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
 
 from jaxcssl import mixup
+from jaxcssl.errors import ConfigError
 from jaxcssl.strategies.base import (
-    Strategy,
+    Distilling,
+    MemorySpec,
+    check_memory,
     concat,
     distill_term,
+    make_distill_predictor,
+    memory_from_config,
     old_embed,
     online,
     split,
-    ssl_only,
     ssl_term,
     target_keys,
 )
 
+_CHOICES = {"lam": ("fixed", "batch", "sample"), "input": ("cross_task", "within_task"),
+            "output": ("cross_model", "same_model")}
+
 
 @dataclasses.dataclass(frozen=True)
-class CroMoMixup(Strategy):
-    uses_replay: ClassVar[bool] = True
-    uses_distill_predictor: ClassVar[bool] = True
+class CroMoMixup(Distilling):
+    name = "cromo"
+    label = "CroMo-Mixup"
+    CONFIG = dict(
+        distill_weight=1.0,          # ζ of Eq. 5 on the sum over both views; 0 = CroMo-Mixup* (Table 2)
+        mixup=dict(
+            lam="fixed",             # fixed | batch (one Beta draw per batch) | sample (one per pair)
+            value=0.7,               # λ when fixed (the official Barlow Twins code)
+            alpha=1.0,               # Beta(α, α) (the official SimCLR/BYOL/CorInfoMax code: Beta(1, 1))
+            input="cross_task",      # cross_task (memory partner) | within_task (Table 3 ablation)
+            output="cross_model",    # cross_model (old model embeds the partner) | same_model (Table 3)
+            weight=1.0,              # multiplies the two L_CroMo terms (Eq. 5: 1; the official code: 0.5)
+        ),
+    )
 
+    memory_spec: MemorySpec = MemorySpec(samples_per_task=500, replay_batch=64)
     distill_weight: float = 1.0
     lam_mode: str = "fixed"
     lam_value: float = 0.7
@@ -50,9 +68,42 @@ class CroMoMixup(Strategy):
     output_mixup: str = "cross_model"
     mixup_weight: float = 1.0
 
+    @classmethod
+    def check(cls, config):
+        s = config.strategy.cromo
+        check_memory(config, cls.name, mixes=True)
+        for key, allowed in _CHOICES.items():
+            if s.mixup[key] not in allowed:
+                raise ConfigError(f"strategy.cromo.mixup.{key}={s.mixup[key]!r} is not one of: {', '.join(allowed)}")
+        if not 0.0 <= s.mixup.value <= 1.0:
+            raise ConfigError(f"strategy.cromo.mixup.value={s.mixup.value} must lie in [0, 1]")
+        if not s.mixup.alpha > 0:
+            raise ConfigError(f"strategy.cromo.mixup.alpha={s.mixup.alpha!r} must be > 0")
+        for key in ("distill_weight",):
+            if not s[key] >= 0:
+                raise ConfigError(f"strategy.cromo.{key}={s[key]!r} must be >= 0")
+        if not s.mixup.weight >= 0:
+            raise ConfigError(f"strategy.cromo.mixup.weight={s.mixup.weight!r} must be >= 0")
+        if s.distill_weight > 0:
+            super().check(config)
+
+    @classmethod
+    def from_config(cls, config, method):
+        s = config.strategy.cromo
+        m = s.mixup
+        return cls(
+            old_model_bn=config.strategy.old_model_bn, distill_predictor=make_distill_predictor(config, method),
+            memory_spec=memory_from_config(config), distill_weight=s.distill_weight, lam_mode=m.lam,
+            lam_value=m.value, alpha=m.alpha, input_mixup=m.input, output_mixup=m.output, mixup_weight=m.weight,
+        )
+
+    def report_label(self) -> str:
+        return self.label + ("*" if self.distill_weight == 0 else "")
+
+    def init_modules(self, key, method):
+        return super().init_modules(key, method) if self.distill_weight > 0 else {}
+
     def loss(self, method, params, state, batch, ctx):
-        if not ctx.has_old:
-            return ssl_only(method, params, state, batch.view1, batch.view2)
         num_current, num_mixed = batch.view1.shape[0], batch.memory1.shape[0]
         key_lam, key_partner = jax.random.split(ctx.key)
         lam = mixup.sample_lambda(key_lam, self.lam_mode, num_mixed, value=self.lam_value, alpha=self.alpha)

@@ -11,12 +11,12 @@ without bound and the raw MSE overflows), so DER matches their directions.
 from __future__ import annotations
 
 import dataclasses
-from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
 
-from jaxcssl.strategies.base import Strategy, online, ssl_only
+from jaxcssl.errors import ConfigError
+from jaxcssl.strategies.base import MemorySpec, Strategy, TaskEndResult, check_memory, online, ssl_only
 
 
 def _unit(z: jax.Array) -> jax.Array:
@@ -25,14 +25,37 @@ def _unit(z: jax.Array) -> jax.Array:
 
 @dataclasses.dataclass(frozen=True)
 class DER(Strategy):
-    uses_replay: ClassVar[bool] = True
-    stores_features: ClassVar[bool] = True
+    name = "der"
+    label = "DER"
+    CONFIG = dict(
+        weight=1.0,  # α of α · MSE(z(x_M), stored z̄_M) (DER's α; no SSL value published)
+    )
+
     weight: float = 1.0
+    memory_spec: MemorySpec = MemorySpec(samples_per_task=500, replay_batch=64)
+
+    @classmethod
+    def check(cls, config):
+        check_memory(config, cls.name)
+        if not config.strategy.der.weight >= 0:
+            raise ConfigError(f"strategy.der.weight={config.strategy.der.weight!r} must be >= 0")
+
+    @classmethod
+    def memory_feature_dim(cls, method):
+        return method.model.projector.out_dim
 
     def loss(self, method, params, state, batch, ctx):
         loss, (metrics, state) = ssl_only(method, params, state, batch.view1, batch.view2)
-        if not ctx.has_old:
-            return loss, (metrics, state)
         memory, state = online(method, params, state, batch.memory1)
         der = jnp.mean((_unit(memory.projection) - _unit(batch.memory_features)) ** 2)  # F.mse_loss, as DER
         return loss + self.weight * der, ({**metrics, "der": der}, state)
+
+    def task_end(self, ctx):
+        """Store the snapshot's projections of the plain images just saved into the memory."""
+        start, stop = ctx.new_memory_slots
+        memory = ctx.memory
+        if stop > start:
+            embedding, _ = ctx.method.embed(ctx.old["params"], ctx.old["batch_stats"],
+                                            ctx.preprocess(memory.images[start:stop]), train=False)
+            memory = memory.replace(features=memory.features.at[start:stop].set(embedding.projection))
+        return TaskEndResult(ctx.strategy_state, memory)

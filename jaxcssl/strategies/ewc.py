@@ -14,13 +14,29 @@ import jax
 import jax.numpy as jnp
 
 from jaxcssl.data.augment import augment
-from jaxcssl.strategies.base import Strategy, ssl_only
+from jaxcssl.errors import ConfigError
+from jaxcssl.strategies.base import Strategy, TaskEndResult, ssl_only
 
 
 @dataclasses.dataclass(frozen=True)
 class EWC(Strategy):
+    name = "ewc"
+    label = "EWC"
+    CONFIG = dict(
+        weight=100.0,  # λ of (λ/2) Σ F (θ − θ*)² (no SSL value published; chosen on the smoke runs)
+        batches=20,    # augmented batches of the finished task averaged into its Fisher
+    )
+
     weight: float = 100.0
-    num_batches: int = 20
+    batches: int = 20
+
+    @classmethod
+    def check(cls, config):
+        s = config.strategy.ewc
+        if not s.weight >= 0:
+            raise ConfigError(f"strategy.ewc.weight={s.weight!r} must be >= 0")
+        if not s.batches > 0:
+            raise ConfigError(f"strategy.ewc.batches={s.batches!r} must be > 0")
 
     def init_state(self, params):
         zeros = jax.tree_util.tree_map(jnp.zeros_like, params["model"])
@@ -28,8 +44,6 @@ class EWC(Strategy):
 
     def loss(self, method, params, state, batch, ctx):
         loss, (metrics, state) = ssl_only(method, params, state, batch.view1, batch.view2)
-        if not ctx.has_old:
-            return loss, (metrics, state)
         squared = jax.tree_util.tree_map(
             lambda f, p, a: jnp.sum(f * (p - a) ** 2),
             ctx.strategy_state["fisher"], params["model"], ctx.strategy_state["anchor"],
@@ -37,11 +51,11 @@ class EWC(Strategy):
         penalty = 0.5 * self.weight * sum(jax.tree_util.tree_leaves(squared))
         return loss + penalty, ({**metrics, "ewc": penalty}, state)
 
-    def end_of_task(self, run, state, phase, key):
-        fisher = estimate_fisher(run, state, phase.rows.reshape(-1), key, self.num_batches)
-        total = jax.tree_util.tree_map(jnp.add, state.strategy_state["fisher"], fisher)
-        anchor = jax.tree_util.tree_map(jnp.copy, state.params["model"])  # not an alias of donated params
-        return state.replace(strategy_state={"fisher": total, "anchor": anchor})
+    def task_end(self, ctx):
+        fisher = estimate_fisher(ctx, self.batches)
+        total = jax.tree_util.tree_map(jnp.add, ctx.strategy_state["fisher"], fisher)
+        anchor = jax.tree_util.tree_map(jnp.copy, ctx.params["model"])  # not an alias of donated params
+        return TaskEndResult({"fisher": total, "anchor": anchor}, ctx.memory)
 
 
 @functools.partial(jax.jit, static_argnames=("method", "views", "batch_size"))
@@ -58,13 +72,15 @@ def _squared_gradient(model_params, model_state, images: jax.Array, candidates: 
     return jax.tree_util.tree_map(jnp.square, jax.grad(ssl)(model_params))
 
 
-def estimate_fisher(run, state, indices, key, num_batches: int):
-    """Mean of squared SSL-loss gradients over ``num_batches`` augmented batches of ``indices``."""
-    batch_size = min(len(indices), run.batch_size)
+def estimate_fisher(ctx, num_batches: int):
+    """Mean of squared SSL-loss gradients over ``num_batches`` augmented batches of the finished task."""
+    indices = ctx.task_indices
+    batch_size = min(len(indices), ctx.batch_size)
     candidates = jnp.asarray(indices, jnp.int32)
-    fisher = jax.tree_util.tree_map(jnp.zeros_like, state.params["model"])
+    model_params = ctx.params["model"]
+    fisher = jax.tree_util.tree_map(jnp.zeros_like, model_params)
     for i in range(num_batches):
-        g2 = _squared_gradient(state.params["model"], state.model_state, run.device_images, candidates,
-                               jax.random.fold_in(key, i), method=run.method, views=run.views, batch_size=batch_size)
+        g2 = _squared_gradient(model_params, ctx.model_state, ctx.images, candidates, jax.random.fold_in(ctx.key, i),
+                               method=ctx.method, views=ctx.views, batch_size=batch_size)
         fisher = jax.tree_util.tree_map(jnp.add, fisher, g2)
     return jax.tree_util.tree_map(lambda f: f / num_batches, fisher)

@@ -9,3 +9,6 @@ from jaxcssl.strategies.base import Strategy
 @dataclasses.dataclass(frozen=True)
 class Finetune(Strategy):
     """The base :meth:`Strategy.loss`: the SSL objective on the current batch."""
+
+    name = "finetune"
+    label = "Fine-tune"

@@ -8,20 +8,30 @@ code, whose buffer is never filled, the memory holds ``samples_per_task`` sample
 from __future__ import annotations
 
 import dataclasses
-from typing import ClassVar
 
 from jaxcssl import mixup
-from jaxcssl.strategies.base import Strategy, concat, ssl_only
+from jaxcssl.errors import ConfigError
+from jaxcssl.strategies.base import MemorySpec, Strategy, check_memory, concat, ssl_only
 
 
 @dataclasses.dataclass(frozen=True)
 class LUMP(Strategy):
-    uses_replay: ClassVar[bool] = True
+    name = "lump"
+    label = "LUMP"
+    CONFIG = dict(
+        alpha=0.4,  # λ ~ Beta(α, α), one draw per batch (LUMP's CIFAR setting)
+    )
+
     alpha: float = 0.4
+    memory_spec: MemorySpec = MemorySpec(samples_per_task=500, replay_batch=64)
+
+    @classmethod
+    def check(cls, config):
+        check_memory(config, cls.name, mixes=True)
+        if not config.strategy.lump.alpha > 0:
+            raise ConfigError(f"strategy.lump.alpha={config.strategy.lump.alpha!r} must be > 0")
 
     def loss(self, method, params, state, batch, ctx):
-        if not ctx.has_old:
-            return ssl_only(method, params, state, batch.view1, batch.view2)
         num_mixed = batch.memory1.shape[0]
         lam = mixup.sample_lambda(ctx.key, "batch", num_mixed, alpha=self.alpha)
         views = []

@@ -2,13 +2,20 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import ClassVar
+
+import numpy as np
 
 from jaxcssl.strategies.base import Strategy
 
 
 @dataclasses.dataclass(frozen=True)
 class Offline(Strategy):
-    """One task holding every training sample; the engine merges the split for it."""
+    """One phase holding every training sample of every task."""
 
-    joint: ClassVar[bool] = True
+    name = "offline"
+    label = "Offline"
+
+    def phases(self, tasks, schedule):
+        del schedule
+        joined = np.concatenate([np.asarray(t, np.int32) for t in tasks])
+        return [(tuple(range(len(tasks))), joined[None, :])]

@@ -50,11 +50,11 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
 
+from jaxcssl.errors import ConfigError
 from jaxcssl.losses import (
     byol,
     info_nce,
@@ -63,11 +63,11 @@ from jaxcssl.losses import (
     vicreg_invariance_per_sample,
 )
 from jaxcssl.strategies.base import (
-    Strategy,
+    Distilling,
     concat,
+    make_distill_predictor,
     old_embed,
     online,
-    ssl_only,
     ssl_term,
     target_keys,
 )
@@ -133,7 +133,7 @@ def in_batch_terms(
 
 
 @dataclasses.dataclass(frozen=True)
-class SyCON(Strategy):
+class SyCON(Distilling):
     """Sy-CON / PNR for ``ssl_method`` (one of :data:`SUPPORTED`); see the module docstring.
 
     Attributes:
@@ -143,7 +143,13 @@ class SyCON(Strategy):
       negative_weight: ``λ`` of (N) for non-contrastive objectives; ``None`` = the release's default.
     """
 
-    uses_distill_predictor: ClassVar[bool] = True
+    name = "sycon"
+    label = "Sy-CON"
+    CONFIG = dict(
+        temperature=0.2,        # τ of the InfoNCE plasticity and stability terms (the release's 0.2)
+        stability_weight=1.0,   # w_S of the stability term (1: the paper's unweighted sum)
+        negative_weight=None,   # λ of the pseudo-negative term, non-contrastive objectives (None: the release's)
+    )
 
     ssl_method: str = dataclasses.field(kw_only=True)
     temperature: float = 0.2
@@ -162,11 +168,30 @@ class SyCON(Strategy):
                 f"strategy 'sycon': negative_weight applies to non-contrastive objectives, not {self.ssl_method!r}"
             )
 
+    @classmethod
+    def check(cls, config):
+        if config.ssl.method not in SUPPORTED:
+            raise ConfigError(f"ssl.method (with strategy 'sycon')={config.ssl.method!r} is not one of: "
+                              f"{', '.join(SUPPORTED)}")
+        s = config.strategy.sycon
+        if not s.temperature > 0:
+            raise ConfigError(f"strategy.sycon.temperature={s.temperature!r} must be > 0")
+        if s.negative_weight is not None and config.ssl.method in CONTRASTIVE:
+            raise ConfigError(f"strategy.sycon.negative_weight applies to non-contrastive objectives, "
+                              f"not {config.ssl.method!r}")
+
+    @classmethod
+    def from_config(cls, config, method):
+        s = config.strategy.sycon
+        return cls(
+            old_model_bn=config.strategy.old_model_bn, distill_predictor=make_distill_predictor(config, method),
+            ssl_method=config.ssl.method, temperature=s.temperature, stability_weight=s.stability_weight,
+            negative_weight=s.negative_weight,
+        )
+
     def loss(self, method, params, state, batch, ctx):
         if method.name != self.ssl_method:
             raise ValueError(f"strategy 'sycon' was built for {self.ssl_method!r} but got SSL method {method.name!r}")
-        if not ctx.has_old:
-            return ssl_only(method, params, state, batch.view1, batch.view2)
         views = (batch.view1, batch.view2)
         current, old, predicted = [], [], []
         for x in views:

@@ -1,0 +1,323 @@
+"""The continual learner: a sequence of tasks, epochs over each, one strategy loss per step.
+
+For each phase (a task; all tasks at once for Offline or the interleaved task-confusion schedule):
+a fresh optimiser state and per-task schedule (:class:`~jaxcssl.engine.schedules.TaskCosine`),
+``epochs × task size / batch`` steps. Inside one compiled step: pick the batch indices (a fresh
+permutation per epoch, drop-last), gather uint8 images from the on-device dataset, augment both
+views per sample, sample and augment a replay batch (strategies with a memory, after the first
+task), run the strategy's loss through the current, EMA-target and frozen old models, update with
+the optimiser, move the EMA target. At the end of a phase: snapshot the model into the frozen
+``old`` pytree, save samples into the replay memory, and let the strategy store what it needs.
+
+The first-task guard lives here, once: before any task has ended the step calls
+:meth:`~jaxcssl.strategies.base.Strategy.first_task_loss` (plain SSL unless the strategy says
+otherwise), afterwards :meth:`~jaxcssl.strategies.base.Strategy.loss`.
+"""
+from __future__ import annotations
+
+import functools
+from collections.abc import Hashable
+from typing import Any, NamedTuple
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from jaxcssl import builders, optim, replay, sharding, strategies
+from jaxcssl.data.augment import augment, preprocess
+from jaxcssl.engine import rng
+from jaxcssl.engine.schedules import TaskCosine
+from jaxcssl.learners.base import Learner, Phase
+from jaxcssl.methods import ssl_views
+from jaxcssl.methods.base import ema_momentum, ema_update
+from jaxcssl.replay import ReplayBuffer
+from jaxcssl.strategies import build_strategy
+from jaxcssl.strategies.base import Batch, Context, ModelState, TaskEnd
+
+Pytree = Any
+SLOTS = ("ssl", "distill", "mixup")  # one loss state per loss term
+
+
+@flax.struct.dataclass
+class TrainState:
+    step: jax.Array  # int32: steps taken in the whole run
+    phase_step: jax.Array  # int32: steps taken in the current phase
+    params: Pytree  # {"model": ..., <strategy module>: ...}
+    model_state: ModelState
+    opt_state: Pytree
+    old: Pytree  # {"params", "batch_stats"}: frozen model of the previous task (a copy of the init at task 0)
+    replay: ReplayBuffer
+    strategy_state: Pytree
+
+
+class TaskInputs(NamedTuple):
+    """What changes from phase to phase, passed as traced arguments so one program serves every task."""
+
+    images: jax.Array  # uint8 [N, H, W, C]: the whole training set, on device
+    labels: jax.Array  # int32 [N] (read by strategies that ask for the "labels" batch field)
+    indices: jax.Array  # int32 [S, n]: sample indices of the S tasks of this phase (S > 1: interleaved)
+    task_id: jax.Array  # int32 []: the phase index
+    order_key: jax.Array  # the epoch permutations of this phase
+    step_key: jax.Array  # the step stream: fold_in(step_key, global step)
+    schedule: TaskCosine
+
+
+def task_epochs(config, task_id: int) -> int:
+    """Epochs for ``task_id``: ``train.first_task_epochs`` (if set) for the first, else ``train.epochs``."""
+    if task_id == 0 and config.train.first_task_epochs:
+        return config.train.first_task_epochs
+    return config.train.epochs
+
+
+def batch_indices(phase_step: jax.Array, inputs: TaskInputs, batch_size: int) -> jax.Array:
+    """Indices of this step's batch: epoch-wise permutations of the task, ``drop_last`` batches.
+
+    With ``S`` interleaved tasks, step ``s`` draws from task ``s mod S`` (the CIL/DIL-minibatch
+    study of CroMo Sec. 3), each task walking through its own permutations.
+    """
+    num_rows, num_samples = inputs.indices.shape
+    row = phase_step % num_rows
+    row_step = phase_step // num_rows
+    steps_per_epoch = num_samples // batch_size
+    epoch, position = row_step // steps_per_epoch, row_step % steps_per_epoch
+    order = jax.random.permutation(jax.random.fold_in(inputs.order_key, epoch * num_rows + row), num_samples)
+    take = jax.lax.dynamic_slice_in_dim(order, position * batch_size, batch_size)
+    return inputs.indices[row][take]
+
+
+def _copy(tree: Pytree) -> Pytree:
+    return jax.tree_util.tree_map(jnp.array, tree)
+
+
+def _features(method, variables: Pytree, images: jax.Array) -> jax.Array:
+    return method.features(variables["params"], variables["batch_stats"], images)
+
+
+@functools.partial(jax.jit, static_argnames=("method", "image_size", "stats"))
+def _embed(method, variables: Pytree, images: jax.Array, *, image_size: int, stats) -> jax.Array:
+    """uint8 batch -> eval-mode backbone features; compiled once per (method, shapes) and reused."""
+    return _features(method, variables, preprocess(images, image_size, *stats))
+
+
+class ContinualLearner(Learner):
+    """Tasks in sequence (or joined, or interleaved), each for its epochs, with one strategy."""
+
+    name = "continual"
+
+    def __init__(self, config, data: builders.Data):
+        super().__init__(config, data)
+        self.method = builders.build_ssl_method(config)
+        self.strategy = build_strategy(config, self.method)
+        self.memory_spec = self.strategy.memory()
+        if self.memory_spec is not None:
+            sharding.check_batch_divisible(self.memory_spec.replay_batch, data.mesh, "strategy.replay_batch")
+        self.views = ssl_views(config.augment.preset or config.ssl.method, data.image_size, *data.stats)
+        self.batch_size = config.train.batch_size
+        self.phase_rows = self.strategy.phases(data.split.train_indices, config.split.schedule)
+        self._plan = self._make_plan()
+        self.total_steps = sum(p.num_steps for p in self._plan)
+        o = config.optim
+        rules = optim.ParamRules(tuple(map(tuple, o.lr_mults)), tuple(map(tuple, o.wd_mults)), tuple(o.frozen))
+        param_shapes = jax.eval_shape(lambda: self._init_params()[0])
+        self.tx = optim.make(o.name, param_shapes, rules + self.strategy.param_rules(), weight_decay=o.weight_decay,
+                             momentum=o.momentum, eta=o.eta, clip_lr=o.clip_lr)
+
+    @classmethod
+    def check(cls, config) -> None:
+        """The strategy's own settings (``config.strategy.<name>``)."""
+        strategies.REGISTRY.get(config.strategy.name).check(config)
+
+    # --- plan ------------------------------------------------------------------------------------
+    def _make_plan(self) -> list[Phase]:
+        c, batch = self.config, self.batch_size
+        phases, seen = [], set()
+        for index, (tasks, rows) in enumerate(self.phase_rows):
+            if rows.shape[1] < batch:
+                raise ValueError(f"task {index} has {rows.shape[1]} training samples, fewer than "
+                                 f"train.batch_size={batch}")
+            steps_per_epoch = rows.shape[1] // batch
+            seen.update(tasks)
+            phases.append(Phase(
+                index=index, label=f"task {index + 1}/{len(self.phase_rows)}",
+                num_steps=task_epochs(c, index) * steps_per_epoch * rows.shape[0],
+                program="first" if index == 0 else "later", tasks=tuple(tasks), seen_tasks=tuple(sorted(seen)),
+                records_row=len(tasks) == 1, images_per_step=batch,
+                eval_every_steps=c.eval.every_epochs * steps_per_epoch * rows.shape[0],
+            ))
+        return phases
+
+    def plan(self) -> list[Phase]:
+        return self._plan
+
+    def schedule(self, phase: Phase) -> TaskCosine:
+        c = self.config
+        steps_per_epoch = self.phase_rows[phase.index][1].shape[1] // self.batch_size
+        rows = self.phase_rows[phase.index][1].shape[0]
+        peak = optim.peak_learning_rate(c.optim.base_lr, self.batch_size, phase.index, base_batch=c.optim.base_batch,
+                                        later_task_factor=c.optim.later_task_lr_factor)
+        return TaskCosine.create(phase.num_steps, c.optim.warmup_epochs * steps_per_epoch * rows, peak,
+                                 c.optim.final_lr)
+
+    # --- state -----------------------------------------------------------------------------------
+    def _init_params(self) -> tuple[Pytree, Pytree]:
+        """Parameters and batch statistics of the model and of the strategy's modules."""
+        k_model, k_strategy = jax.random.split(rng.stream(self.config.seed, "init"))
+        model = self.method.init_variables(k_model, self.data.image_shape)
+        params, batch_stats = {"model": model["params"]}, {"model": model["batch_stats"]}
+        for name, variables in self.strategy.init_modules(k_strategy, self.method).items():
+            params[name], batch_stats[name] = variables["params"], variables["batch_stats"]
+        return params, batch_stats
+
+    def _initial_model(self) -> tuple[Pytree, ModelState]:
+        """The initial parameters and model state (statistics, fresh loss states, EMA target)."""
+        params, batch_stats = self._init_params()
+        target = None
+        if self.method.uses_target:
+            target = {"params": _copy(params["model"]), "batch_stats": _copy(batch_stats["model"])}
+        loss_state = {slot: self.method.init_loss_state() for slot in SLOTS}
+        return params, ModelState(batch_stats=batch_stats, loss_state=loss_state, target=target)
+
+    def init_state(self) -> TrainState:
+        params, model_state = self._initial_model()
+        batch_stats = model_state.batch_stats
+        spec = self.memory_spec
+        capacity = spec.samples_per_task * max(len(self._plan) - 1, 1) if spec is not None else 1
+        feature_dim = spec.feature_dim if spec is not None else 1  # Orbax cannot save zero-size arrays
+        state = TrainState(
+            step=jnp.zeros((), jnp.int32),
+            phase_step=jnp.zeros((), jnp.int32),
+            params=params,
+            model_state=model_state,
+            opt_state=self.tx.init(params),
+            old={"params": _copy(params["model"]), "batch_stats": _copy(batch_stats["model"])},
+            replay=replay.create(capacity, self.data.image_shape, feature_dim),
+            strategy_state=self.strategy.init_state(params),
+        )
+        return sharding.replicate(state, self.data.mesh)
+
+    def start_phase(self, state: TrainState, phase: Phase) -> TrainState:
+        """A fresh optimiser state (and, with ``train.reinit_each_task``, the initial model)."""
+        if self.config.train.reinit_each_task and phase.index > 0:
+            params, model_state = sharding.replicate(self._initial_model(), self.data.mesh)
+            state = state.replace(params=params, model_state=model_state)
+        return state.replace(opt_state=sharding.replicate(self.tx.init(state.params), self.data.mesh))
+
+    # --- step ------------------------------------------------------------------------------------
+    def inputs(self, phase: Phase) -> TaskInputs:
+        seed, mesh = self.config.seed, self.data.mesh
+        return TaskInputs(
+            images=self.data.device_images,
+            labels=self.data.device_labels,
+            indices=sharding.replicate(self.phase_rows[phase.index][1].astype(np.int32), mesh),
+            task_id=jnp.int32(phase.index),
+            order_key=rng.phase_key(seed, "epoch_order", phase.index),
+            step_key=rng.stream(seed, "step"),
+            schedule=self.schedule(phase),
+        )
+
+    def step_fn(self, program: Hashable):
+        method, strategy, tx, views = self.method, self.strategy, self.tx, self.views
+        mesh, batch_size, total_steps = self.data.mesh, self.batch_size, self.total_steps
+        has_old = program == "later"
+        memory = self.memory_spec if has_old else None
+        wants_labels = "labels" in strategy.batch_fields
+        loss = strategy.loss if has_old else strategy.first_task_loss
+        ema_base = self.config.ssl.ema_base
+
+        def step(state: TrainState, inputs: TaskInputs) -> tuple[TrainState, dict[str, jax.Array]]:
+            key = jax.random.fold_in(inputs.step_key, state.step)
+            k_view1, k_view2, k_memory, k_mem1, k_mem2, k_strategy = jax.random.split(key, 6)
+            index = batch_indices(state.phase_step, inputs, batch_size)
+            images = sharding.shard_batch(inputs.images[index], mesh)
+            batch = Batch(view1=augment(k_view1, images, views[0]), view2=augment(k_view2, images, views[1]),
+                          labels=inputs.labels[index] if wants_labels else None)
+            if memory is not None:
+                sample = replay.sample(state.replay, k_memory, memory.replay_batch)
+                memory_images = sharding.shard_batch(sample["images"], mesh)
+                batch = batch._replace(
+                    memory1=augment(k_mem1, memory_images, views[0]),
+                    memory2=augment(k_mem2, memory_images, views[1]),
+                    memory_features=sample["features"],
+                    memory_labels=sample["labels"] if wants_labels else None,
+                )
+            ctx = Context(old=state.old, strategy_state=state.strategy_state, key=k_strategy)
+
+            def loss_fn(params):
+                return loss(method, params, state.model_state, batch, ctx)
+
+            (total, (metrics, model_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+            hyperparams = inputs.schedule(state.phase_step)
+            opt_state = state.opt_state._replace(hyperparams={**state.opt_state.hyperparams, **hyperparams})
+            updates, opt_state = tx.update(grads, opt_state, state.params)
+            params = optax.apply_updates(state.params, updates)
+            if method.uses_target:
+                momentum = ema_momentum(state.step, total_steps, ema_base)
+                target = model_state.target
+                model_state = model_state.replace(
+                    target={**target, "params": ema_update(target["params"], params["model"], momentum)}
+                )
+            metrics = {**metrics, "loss": total, "lr": hyperparams["learning_rate"]}
+            return state.replace(step=state.step + 1, phase_step=state.phase_step + 1, params=params,
+                                 model_state=model_state, opt_state=opt_state), metrics
+
+        return step
+
+    # --- phase end -------------------------------------------------------------------------------
+    def end_phase(self, state: TrainState, phase: Phase) -> TrainState:
+        """Snapshot the frozen old model, fill the replay memory, let the strategy store what it needs."""
+        # A copy, not an alias: the training state is donated to the compiled step, the old model is not.
+        old = {"params": state.params["model"], "batch_stats": state.model_state.batch_stats["model"]}
+        state = state.replace(old=jax.tree_util.tree_map(jnp.copy, old))
+        key_memory, key_strategy = rng.task_end_keys(self.config.seed, phase.index)
+        task_indices = np.concatenate(list(self.phase_rows[phase.index][1]))
+        buffer, slots = state.replay, (int(state.replay.count),) * 2
+        if self.memory_spec is not None and phase.index < len(self._plan) - 1:
+            buffer = replay.insert_task(
+                buffer, key_memory, self.data.device_images, self.data.device_labels,
+                jnp.asarray(task_indices, jnp.int32), phase.index, self.memory_spec.samples_per_task,
+            )
+            slots = (slots[0], int(buffer.count))
+        mean, std = self.data.stats
+        result = self.strategy.task_end(TaskEnd(
+            task_id=phase.index, key=key_strategy, method=self.method, views=self.views, batch_size=self.batch_size,
+            images=self.data.device_images, task_indices=task_indices, params=state.params,
+            model_state=state.model_state, old=state.old, strategy_state=state.strategy_state,
+            memory=buffer if self.memory_spec is not None else None, new_memory_slots=slots,
+            preprocess=lambda images: preprocess(images, self.data.image_size, mean, std),
+        ))
+        memory = result.memory if result.memory is not None else buffer
+        return state.replace(replay=memory, strategy_state=result.strategy_state)
+
+    # --- evaluation and export ---------------------------------------------------------------------
+    def model_variables(self, state: TrainState) -> Pytree:
+        return {"params": state.params["model"], "batch_stats": state.model_state.batch_stats["model"]}
+
+    def predictors(self, state: TrainState) -> dict[str, Any]:
+        variables = self.model_variables(state)
+        mean, std = self.data.stats
+        return {
+            "features": functools.partial(_embed, self.method, variables, image_size=self.data.image_size,
+                                          stats=self.data.stats),
+            # Weights as a pytree argument (jax.tree_util.Partial): the probe's jitted epoch compiles once.
+            "backbone": jax.tree_util.Partial(functools.partial(_features, self.method), variables),
+            **self.strategy.predictors(
+                self.method, state.params, state.model_state.batch_stats,
+                functools.partial(preprocess, out_size=self.data.image_size, mean=mean, std=std),
+            ),
+        }
+
+    def predictor_names(self) -> frozenset[str]:
+        return super().predictor_names() | self.strategy.PREDICTORS
+
+    def backbone_variables(self, state: TrainState) -> dict[str, Pytree]:
+        params = state.params["model"]["backbone"]
+        batch_stats = state.model_state.batch_stats["model"].get("backbone", {})
+        return jax.device_get({"params": params, "batch_stats": batch_stats})
+
+    def info(self) -> dict[str, str]:
+        return {"strategy": self.config.strategy.name, "ssl_method": self.config.ssl.method,
+                "label": self.strategy.report_label()}
+
+
