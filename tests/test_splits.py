@@ -29,12 +29,23 @@ def _check_class_incremental(split: splits.TaskSplit, sizes, y_train=Y_TRAIN, y_
 
 
 @pytest.mark.parametrize("sizes", [[20] * 5, [10] * 10, [50, 10, 10, 10, 10, 10], [1] * 100, [100]])
-@pytest.mark.parametrize("order", ["natural", "permuted"])
+@pytest.mark.parametrize("order", ["natural", "permuted", "cassle"])
 def test_class_incremental_partitions(sizes, order):
     split = splits.class_incremental(Y_TRAIN, Y_TEST, 100, sizes, class_order=order, seed=3)
     _check_class_incremental(split, sizes)
     if order == "natural":
         np.testing.assert_array_equal(split.task_classes[0], np.arange(sizes[0]))
+
+
+def test_cassle_order_gives_its_published_cifar100_tasks():
+    split = splits.class_incremental(Y_TRAIN, Y_TEST, 100, [20] * 5, class_order="cassle")
+    # CaSSLe's torch.manual_seed(5); torch.randperm(100), as its first two tasks are listed by Kaizen's code.
+    assert split.task_classes[0].tolist() == sorted([11, 22, 39, 23, 42, 30, 78, 81, 64, 20, 29, 79, 15, 69, 86,
+                                                     63, 55, 53, 73, 68])
+    assert split.task_classes[4].tolist() == sorted([21, 33, 32, 88, 93, 70, 44, 47, 26, 57, 90, 95, 48, 65, 43,
+                                                     10, 9, 56, 24, 41])
+    with pytest.raises(ValueError, match="class_order 'cassle' is CIFAR-100's"):
+        splits.class_incremental(*(np.arange(10).repeat(2),) * 2, 10, [5, 5], class_order="cassle")
 
 
 def test_class_incremental_small_uneven_and_explicit_order():

@@ -20,7 +20,16 @@ from collections.abc import Sequence
 import numpy as np
 
 KINDS = ("class_incremental", "data_incremental")
-CLASS_ORDERS = ("natural", "permuted")
+CLASS_ORDERS = ("natural", "permuted", "cassle")
+# CaSSLe's CIFAR-100 class order, ``torch.manual_seed(5); torch.randperm(100)`` (also Kaizen's and the
+# online-SSL paper's "CIFAR-100 as CaSSLe"): its 5 tasks of 20 are consecutive slices.
+CASSLE_CIFAR100_ORDER = (
+    11, 22, 39, 23, 42, 30, 78, 81, 64, 20, 29, 79, 15, 69, 86, 63, 55, 53, 73, 68,
+    89, 67, 58, 97, 96, 92, 37, 14, 75, 51, 54, 7, 3, 6, 50, 40, 45, 4, 83, 98,
+    27, 12, 8, 99, 60, 87, 28, 5, 84, 34, 82, 16, 72, 49, 59, 31, 71, 35, 66, 76,
+    61, 17, 36, 62, 13, 2, 38, 94, 80, 19, 25, 18, 0, 1, 46, 74, 85, 91, 52, 77,
+    21, 33, 32, 88, 93, 70, 44, 47, 26, 57, 90, 95, 48, 65, 43, 10, 9, 56, 24, 41,
+)
 SCHEDULE_MODES = ("cycle", "block")
 
 
@@ -62,6 +71,10 @@ def _class_order(num_classes: int, class_order: str | Sequence[int], seed: int) 
             raise ValueError(f"class_order '{class_order}' is not one of {CLASS_ORDERS} or a permutation of class ids")
         if class_order == "natural":
             return np.arange(num_classes)
+        if class_order == "cassle":
+            if num_classes != len(CASSLE_CIFAR100_ORDER):
+                raise ValueError(f"class_order 'cassle' is CIFAR-100's (100 classes), the dataset has {num_classes}")
+            return np.asarray(CASSLE_CIFAR100_ORDER)
         return np.random.default_rng(seed).permutation(num_classes)
     order = np.asarray(class_order)
     if order.shape != (num_classes,) or not np.array_equal(np.sort(order), np.arange(num_classes)):
@@ -73,8 +86,8 @@ def class_incremental(y_train: np.ndarray, y_test: np.ndarray, num_classes: int,
                       class_order: str | Sequence[int] = "natural", seed: int = 0) -> TaskSplit:
     """Splits classes into tasks of ``classes_per_task[t]`` classes, taken in ``class_order``.
 
-    ``class_order``: "natural" (0, 1, ...), "permuted" (a permutation drawn from ``seed``) or an
-    explicit permutation of the class ids. Every task must hold at least one training example.
+    ``class_order``: "natural" (0, 1, ...), "permuted" (a permutation drawn from ``seed``), "cassle"
+    (:data:`CASSLE_CIFAR100_ORDER`) or an explicit permutation of the class ids. Every task must hold at least one training example.
     """
     y_train = _check_labels(y_train, num_classes, "y_train")
     y_test = _check_labels(y_test, num_classes, "y_test")
