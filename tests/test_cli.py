@@ -3,7 +3,7 @@
 The distilling strategies (CaSSLe, CaSSLe+, Sy-CON, CroMo-Mixup with every paper objective) run in
 tests/test_cli_distillation.py: every CLI run compiles its strategy's training steps, and two files
 let ``pytest -n 2 --dist loadfile`` run the two halves on both workers. Together they run every
-strategy of :data:`jaxcssl.config.STRATEGIES`.
+strategy of :data:`jaxcssl.strategies.REGISTRY`.
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import sys
 
 import pytest
 
-from jaxcssl.config import STRATEGIES
+from jaxcssl.strategies import REGISTRY
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 FAST = ["--config.train.epochs=2", "--config.eval.after_task=('knn',)", "--config.eval.linear_epochs=1"]
@@ -47,7 +47,7 @@ def check_finished(result: subprocess.CompletedProcess, workdir: pathlib.Path, p
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("strategy", [s for s in STRATEGIES if s not in DISTILLING])
+@pytest.mark.parametrize("strategy", [s for s in REGISTRY.names() if s not in DISTILLING])
 def test_every_strategy_without_distillation_runs_end_to_end(strategy, tmp_path):
     result = run_cli(f"configs/smoke.py:{strategy},barlow_twins", tmp_path, *FAST, FAST_PROBE)
     results = check_finished(result, tmp_path, "linear_fast")
@@ -77,5 +77,40 @@ def test_bad_input_is_one_line_naming_the_culprit(overrides, culprit, tmp_path):
 
 
 def test_an_unknown_config_key_is_refused(tmp_path):
-    result = run_cli("configs/smoke.py:cromo", tmp_path, "--config.strategy.mixup.lamda=0.5")
+    result = run_cli("configs/smoke.py:cromo", tmp_path, "--config.strategy.cromo.mixup.lamda=0.5")
     assert result.returncode != 0 and "lamda" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "config,overrides,line",
+    [
+        ("configs/smoke.py:cromo", ["--config.train.batchsize=32"],
+         "unknown config key 'train.batchsize' (did you mean 'batch_size'?); train has: batch_size,"),
+        ("configs/smoke.py:cromo", ["--config.ssl.loss.foo=1"], "unknown config key 'ssl.loss.foo'; ssl.loss has: eps,"),
+        ("configs/smoke.py:cromo", ["--config.strategy.ewc.weight=abc"],
+         "flag --config.strategy.ewc.weight=abc: could not convert string to float: 'abc'"),
+        ("configs/missing.py", [], "config file 'configs/missing.py' does not exist"),
+        ("{syntax}", [], "invalid syntax at line 1"),
+        ("{no_get_config}", [], "has no get_config()"),
+        ("{raises}", [], "get_config() raised RuntimeError: boom"),
+    ],
+)
+def test_a_bad_config_file_or_override_is_one_line(config, overrides, line, tmp_path):
+    files = {"syntax": "def get_config(:\n", "no_get_config": "x = 1\n",
+             "raises": "def get_config():\n    raise RuntimeError('boom')\n"}
+    for name, text in files.items():
+        (tmp_path / f"{name}.py").write_text(text)
+    config = config.format(**{name: str(tmp_path / f"{name}.py") for name in files})
+    result = run_cli(config, tmp_path / "w", *overrides)
+    assert result.returncode != 0 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("jaxcssl: error: ") and line in last, last
+    assert not (tmp_path / "w").exists()
+
+
+def test_an_old_config_key_names_its_new_one(tmp_path):
+    result = run_cli("configs/smoke.py:ewc", tmp_path / "w", "--config.strategy.ewc_weight=5")
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines()[-1] == (
+        "jaxcssl: error: config key 'strategy.ewc_weight' is now 'strategy.ewc.weight'"), result.stderr[-2000:]
+    assert not (tmp_path / "w").exists()
