@@ -258,6 +258,34 @@ def _positive(name: str, value: Any) -> None:
         raise ConfigError(f"{name}={value!r} must be > 0")
 
 
+def _nonnegative(name: str, value: Any) -> None:
+    if not value >= 0:
+        raise ConfigError(f"{name}={value!r} must be >= 0")
+
+
+# Loss arguments that must be > 0 (the others, weights and coefficients, must be >= 0).
+_POSITIVE_LOSS_ARGUMENTS = ("scale", "temperature", "whitening_size", "sinkhorn_epsilon", "sinkhorn_iterations")
+
+
+def _check_loss(config: ml_collections.ConfigDict) -> None:
+    """``ssl.loss`` holds arguments of the method's loss, with values that can work."""
+    method = config.ssl.method
+    known = method_defaults(method, config.dataset.name)["loss"]
+    for key, value in config.ssl.loss.items():
+        if key not in known:
+            raise ConfigError(f"ssl.loss.{key} is not an argument of {method!r}'s loss; its arguments: "
+                              f"{', '.join(sorted(known)) or '(none)'}")
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            if type(value) is not type(known[key]):
+                raise ConfigError(f"ssl.loss.{key}={value!r} must be a {type(known[key]).__name__} like its "
+                                  f"default {known[key]!r}")
+            continue
+        if key in _POSITIVE_LOSS_ARGUMENTS:
+            _positive(f"ssl.loss.{key}", value)
+        else:
+            _nonnegative(f"ssl.loss.{key}", value)
+
+
 def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """Check ``config`` against the schema and the enumerations; raise one :class:`ConfigError`.
 
@@ -284,9 +312,14 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     _positive("model.width", config.model.width)
     _positive("model.head_scale", config.model.head_scale)
     _one_of("ssl.method", config.ssl.method, methods.REGISTRY.names())
+    _check_loss(config)
     _one_of("optim.name", config.optim.name, optim.OPTIMIZERS)
-    for key in ("base_lr", "base_batch"):
+    for key in ("base_lr", "base_batch", "eta"):
         _positive(f"optim.{key}", config.optim[key])
+    for key in ("weight_decay", "warmup_epochs", "final_lr", "later_task_lr_factor"):
+        _nonnegative(f"optim.{key}", config.optim[key])
+    if not 0.0 <= config.optim.momentum < 1.0:
+        raise ConfigError(f"optim.momentum={config.optim.momentum!r} must lie in [0, 1)")
     try:
         optim.ParamRules(tuple(map(tuple, config.optim.lr_mults)), tuple(map(tuple, config.optim.wd_mults)),
                          tuple(config.optim.frozen)).check()
@@ -294,6 +327,8 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         raise ConfigError(str(error)) from None
     for key in ("batch_size", "epochs", "steps_per_call", "log_every_steps", "checkpoint_every_steps"):
         _positive(f"train.{key}", config.train[key])
+    _nonnegative("train.first_task_epochs (0: same as train.epochs)", config.train.first_task_epochs)
+    _nonnegative("train.num_devices (0: all)", config.train.num_devices)
     _one_of("strategy.old_model_bn", config.strategy.old_model_bn, ("batch", "running"))
     learners.REGISTRY.get(config.learner.name).check(config)
     for stage in ("after_task", "final"):

@@ -54,7 +54,11 @@ class StopRequest:
     def from_flags(cls, time_limit: str, final_eval_time: str) -> "StopRequest":
         """From the ``--time_limit`` ("" = none) and ``--final_eval_time`` flag values."""
         limit = parse_duration(time_limit, "--time_limit") if time_limit else None
-        return cls(limit, final_eval_s=parse_duration(final_eval_time, "--final_eval_time"))
+        reserve = parse_duration(final_eval_time, "--final_eval_time")
+        if limit is not None and 0 < reserve and limit <= reserve:
+            raise ValueError(f"--final_eval_time={final_eval_time} leaves no time to train within "
+                             f"--time_limit={time_limit}: make it shorter than the limit")
+        return cls(limit, final_eval_s=reserve)
 
     def __enter__(self) -> "StopRequest":
         if threading.current_thread() is threading.main_thread():
@@ -77,6 +81,9 @@ class StopRequest:
         """Why the run should stop now, or ``None``; ``reserve_s``: seconds the next stage needs."""
         if self._signal is not None:
             return f"received {self._signal}"
-        if self.remaining_s() <= reserve_s:
+        remaining = self.remaining_s()
+        if remaining <= 0:
             return f"time limit of {self.time_limit_s:g} s reached"
+        if remaining <= reserve_s:
+            return f"{remaining:.0f} s left of the time limit of {self.time_limit_s:g} s, less than the {reserve_s:g} s reserved"
         return None

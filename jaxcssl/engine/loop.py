@@ -13,6 +13,8 @@ after a checkpoint; the same call resumes, bit-identically.
 """
 from __future__ import annotations
 
+import json
+import os
 import time
 from typing import Any, Optional
 
@@ -80,10 +82,27 @@ def mean_metrics(pending: list[dict[str, jax.Array]], where: str) -> dict[str, f
     return scalars
 
 
-def _stopped(where: str, reason: str, workdir: str, writer, checkpoints: checkpointing.RunCheckpoints) -> RunStopped:
-    """Flush and close (the checkpoint is already saved) and say how to resume."""
+def _write_parameter_overview(state: Pytree, workdir: str) -> None:
+    """``W/parameters.txt``: clu's table of the trainable parameters (where clu is installed), and one
+    line with their count."""
+    params = getattr(state, "params", None)
+    if params is None or jax.process_index() != 0:
+        return
+    count = sum(int(np.prod(leaf.shape)) for leaf in jax.tree_util.tree_leaves(params))
+    try:
+        from clu import parameter_overview
+    except ImportError:  # the accelerator images have no clu: the count alone
+        logging.info("%s trainable parameters", f"{count:,}")
+        return
+    path = os.path.join(workdir, "parameters.txt")
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(parameter_overview.get_parameter_overview(params, include_stats=False) + "\n")
+    logging.info("%s trainable parameters (table: %s)", f"{count:,}", path)
+
+
+def _stopped(where: str, reason: str, workdir: str, writer) -> RunStopped:
+    """Flush (the checkpoint is already saved) and say how to resume."""
     writer.flush()
-    checkpoints.close()
     return RunStopped(f"stopped {where} ({reason}); checkpoint saved in {workdir}: the same command resumes")
 
 
@@ -110,16 +129,28 @@ def run(config, workdir: str, *, writer: Optional[Any] = None, stop: Optional[St
     """
     learner = prepare(config)
     config = learner.config
-    phases = learner.plan()
     evaluation.reference_accuracies(config, learner.data.split.num_tasks)  # a bad reference fails now
-    checkpointing.check_workdir_config(workdir, config.to_dict())
-    writer = writer or metric_writers.create_default_writer(workdir)
-    writer.write_hparams(flatten(config.to_dict()))
-    total_run_steps = sum(p.num_steps for p in phases)
-    steps_per_call = config.train.steps_per_call
+    checkpointing.check_workdir(workdir)
+    with checkpointing.workdir_lock(workdir):
+        checkpointing.check_workdir_config(workdir, config.to_dict())
+        writer = writer or metric_writers.create_default_writer(workdir)
+        writer.write_hparams(flatten(config.to_dict()))
+        state = learner.init_state()
+        _write_parameter_overview(state, workdir)
+        checkpoints = checkpointing.RunCheckpoints(workdir, checkpointing.config_fingerprint(config.to_dict()))
+        try:
+            state, meta = _resume(checkpoints, state, config, workdir)
+            state, meta = _train(learner, state, meta, checkpoints, writer, stop, workdir)
+            results = evaluation.final(config, learner, state, meta, workdir,
+                                       [p.images_per_step for p in learner.plan()])
+        finally:
+            checkpoints.close()
+        writer.flush()
+        return results
 
-    state = learner.init_state()
-    checkpoints = checkpointing.RunCheckpoints(workdir)
+
+def _resume(checkpoints: checkpointing.RunCheckpoints, state: Pytree, config, workdir: str) -> tuple[Pytree, dict]:
+    """The newest usable checkpoint's state and meta, or the initial ones."""
     meta = {
         "next_phase": 0, "global_step": 0, "history": [], "matrices": {},
         "timings": {"train_s": [], "eval_s": [], "steps": [], "phase_partial_s": 0.0},
@@ -127,7 +158,42 @@ def run(config, workdir: str, *, writer: Optional[Any] = None, stop: Optional[St
     restored = checkpoints.restore_latest(state)
     if restored is not None:
         state, meta = restored
+        _check_eval_unchanged(config, meta, workdir)
         logging.info("resuming %s at phase %d, step %d", workdir, meta["next_phase"], int(state.phase_step))
+    meta["eval_settings"] = _eval_settings(config.to_dict())
+    return state, meta
+
+
+def _eval_settings(config_dict: dict) -> dict[str, Any]:
+    """What decides the numbers of the evaluations after (and within) each phase."""
+    e = config_dict["eval"]
+    out = {key: e.get(key) for key in ("after_task", "on", "every_epochs")}
+    for name in e.get("after_task", ()):
+        if name in protocols.REGISTRY:
+            out.update({key: e.get(key) for key in protocols.REGISTRY.get(name).SETTINGS})
+    return json.loads(json.dumps(out, default=list))
+
+
+def _check_eval_unchanged(config, meta: dict, workdir: str) -> None:
+    """Refuse a restart that changes the per-phase evaluation once rows of it are recorded."""
+    before = meta.get("eval_settings")
+    if not meta["history"] or before is None:
+        return
+    now = _eval_settings(config.to_dict())
+    for key in sorted(set(before) | set(now)):
+        if before.get(key) != now.get(key):
+            raise checkpointing.WorkdirConfigError(
+                f"eval.{key} is {now.get(key)!r} now but {before.get(key)!r} in the evaluations {workdir!r} "
+                f"already recorded; the accuracy matrix would mix protocols: restore eval.{key}="
+                f"{before.get(key)!r} (evaluate other settings afterwards with python -m jaxcssl.evaluate)")
+
+
+def _train(learner: Learner, state: Pytree, meta: dict, checkpoints: checkpointing.RunCheckpoints, writer,
+           stop: Optional[StopRequest], workdir: str) -> tuple[Pytree, dict]:
+    """Every phase not finished yet: steps, logs, checkpoints, stops, the phase's end and evaluation."""
+    config, phases = learner.config, learner.plan()
+    total_run_steps = sum(p.num_steps for p in phases)
+    steps_per_call = config.train.steps_per_call
     programs: dict[Any, Any] = {}
     progress = Progress()
 
@@ -169,7 +235,7 @@ def run(config, workdir: str, *, writer: Optional[Any] = None, stop: Optional[St
                 checkpoints.save_periodic(step, state, meta)
             if stop_reason:
                 raise _stopped(f"in {phase.label} at step {phase_step}/{phase.num_steps}", stop_reason,
-                               workdir, writer, checkpoints)
+                               workdir, writer)
         meta["timings"]["train_s"].append(time.time() - phase_start)
         meta["timings"]["steps"].append(phase.num_steps)
         meta["timings"]["phase_partial_s"] = 0.0
@@ -194,9 +260,5 @@ def run(config, workdir: str, *, writer: Optional[Any] = None, stop: Optional[St
             stop_reason = stop.reason(stop.final_eval_s if is_last else 0.0)
             if stop_reason:
                 where = f"after {phase.label}" + (" before the final evaluation" if is_last else "")
-                raise _stopped(where, stop_reason, workdir, writer, checkpoints)
-
-    results = evaluation.final(config, learner, state, meta, workdir, [p.images_per_step for p in phases])
-    writer.flush()
-    checkpoints.close()
-    return results
+                raise _stopped(where, stop_reason, workdir, writer)
+    return state, meta
