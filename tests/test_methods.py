@@ -3,7 +3,7 @@
 Unit tests run every registered method with a tiny backbone (ResNet-18 of width 8, heads scaled by
 1/64, 16x16 images). The slow tests are the acceptance runs of the engine: a short offline SSL
 training on synthetic data must lower the loss and give a kNN accuracy well above both chance and
-a randomly initialised network; and the Barlow Twins notebook example must run and learn.
+a randomly initialised network.
 """
 from __future__ import annotations
 
@@ -11,8 +11,6 @@ import importlib.util
 import json
 import math
 import pathlib
-import subprocess
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -384,21 +382,3 @@ def test_offline_training_lowers_loss_and_beats_chance(method, tmp_path):
     assert last < first - 0.03 * abs(first), losses
     assert trained >= CHANCE + 0.3, (trained, untrained)
     assert trained >= untrained + 0.2, (trained, untrained)
-
-
-# ---------------------------------------------------------------- the notebook example
-
-
-@pytest.mark.slow
-def test_notebook_barlow_twins_runs_and_learns(tmp_path):
-    script = ROOT / "experiments" / "notebook_barlow_twins.py"
-    result = subprocess.run(
-        [sys.executable, str(script), "--steps=30", f"--summary={tmp_path / 'summary.json'}"],
-        capture_output=True, text=True, timeout=600, cwd=ROOT,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    summary = json.loads((tmp_path / "summary.json").read_text())
-    losses = summary["losses"]
-    assert len(losses) == 30 and all(np.isfinite(losses))
-    assert np.mean(losses[-5:]) < 0.8 * np.mean(losses[:5]), losses
-    assert summary["knn_top1"] > summary["chance"] + 0.1, summary
