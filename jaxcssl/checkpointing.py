@@ -39,7 +39,7 @@ from jaxcssl.config import flatten
 Pytree = Any
 _ITEMS = ("state", "meta")
 # Keys that may change between a run and its restart: they do not change what is trained.
-RESTART_MAY_CHANGE = ("eval.", "train.log_every_steps", "train.checkpoint_every_steps")
+RESTART_MAY_CHANGE = ("eval.", "train.log_every_steps", "train.checkpoint_every_steps", "train.distributed_timeout")
 DAMAGED = "damaged"
 
 
@@ -118,8 +118,9 @@ def config_fingerprint(config_dict: Mapping[str, Any]) -> str:
     return hashlib.blake2b(json.dumps(kept, sort_keys=True).encode(), digest_size=12).hexdigest()
 
 
-def check_workdir_config(workdir: str, config_dict: Mapping[str, Any]) -> dict[str, Any]:
-    """Write ``W/config.json`` on the first start; on a restart refuse a different config.
+def check_workdir_config(workdir: str, config_dict: Mapping[str, Any], *, write: bool = True) -> dict[str, Any]:
+    """Write ``W/config.json`` on the first start (unless ``write`` is False); on a restart refuse a
+    different config.
 
     Raises :class:`WorkdirConfigError` naming the first key that differs (keys under
     :data:`RESTART_MAY_CHANGE` may differ). Nothing in the workdir is touched in that case.
@@ -139,6 +140,8 @@ def check_workdir_config(workdir: str, config_dict: Mapping[str, Any]) -> dict[s
                 "use a new --workdir (nothing was changed)"
             )
         return saved
+    if not write:
+        return config_json
     os.makedirs(workdir, exist_ok=True)
     tmp = f"{path}.tmp-{os.getpid()}"
     with open(tmp, "w", encoding="utf-8") as f:
@@ -149,10 +152,13 @@ def check_workdir_config(workdir: str, config_dict: Mapping[str, Any]) -> dict[s
 
 # --- integrity --------------------------------------------------------------------------------
 def tree_digests(tree: Pytree) -> dict[str, str]:
-    """``{leaf path: digest of its dtype, shape and bytes}`` of a (host or device) pytree."""
+    """``{leaf path: digest of its dtype, shape and bytes}`` of a (host or device) pytree; with several
+    processes each digests its own copy of the (replicated) arrays."""
     digests = {}
-    for path, leaf in jax.tree_util.tree_leaves_with_path(jax.device_get(tree)):
-        array = np.ascontiguousarray(np.asarray(leaf))
+    for path, leaf in jax.tree_util.tree_leaves_with_path(tree):
+        if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable:
+            leaf = leaf.addressable_data(0)  # the run's state is replicated: this process's copy
+        array = np.ascontiguousarray(np.asarray(jax.device_get(leaf)))
         h = hashlib.blake2b(f"{array.dtype.str}{array.shape}".encode(), digest_size=12)
         h.update(array.tobytes())
         digests[jax.tree_util.keystr(path)] = h.hexdigest()

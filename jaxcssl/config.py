@@ -157,7 +157,8 @@ def base_config() -> ml_collections.ConfigDict:
         log_every_steps=50,
         checkpoint_every_steps=1000,
         num_devices=0,               # 0 = all devices
-        distributed=False,           # jax.distributed.initialize() (multi-host)
+        distributed=False,           # jax.distributed.initialize() (several processes: TPU pods, SLURM, local GPUs)
+        distributed_timeout=60,      # seconds the processes wait for each other at start (more on large pods)
         reinit_each_task=False,      # train every task from the initial model: the single-task reference
                                      # runs of Kaizen's forward transfer (see eval.reference_workdir)
     ))
@@ -329,6 +330,7 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         _positive(f"train.{key}", config.train[key])
     _nonnegative("train.first_task_epochs (0: same as train.epochs)", config.train.first_task_epochs)
     _nonnegative("train.num_devices (0: all)", config.train.num_devices)
+    _positive("train.distributed_timeout", config.train.distributed_timeout)
     _one_of("strategy.old_model_bn", config.strategy.old_model_bn, ("batch", "running"))
     learners.REGISTRY.get(config.learner.name).check(config)
     for stage in ("after_task", "final"):

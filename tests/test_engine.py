@@ -187,8 +187,7 @@ def test_a_workdir_with_another_config_is_refused_untouched(tmp_path):
     with pytest.raises(checkpointing.WorkdirConfigError, match="strategy.name is 'finetune' there and 'er' now"):
         engine.run(config, str(tmp_path))
     assert (tmp_path / "config.json").read_text() == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == [".lock", "config.json"]  # the lock, released
-    assert (tmp_path / ".lock").read_text() == ""
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json"]
 
 
 def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):

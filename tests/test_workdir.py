@@ -241,3 +241,19 @@ def test_checkpoint_digests_detect_any_change_of_an_array():
     reshaped = {**tree, "b": np.zeros((3, 1), np.int32)}
     assert checkpointing.first_mismatch(digests, checkpointing.tree_digests(reshaped)) == "['b']"
     assert json.dumps(digests)  # stored in the JSON meta
+
+
+def test_a_configuration_that_does_not_fit_the_device_is_refused_naming_its_largest_item(tmp_path, monkeypatch):
+    from jaxcssl.engine import memory
+
+    config = smoke_config("er")
+    learner = engine.prepare(config)
+    state = learner.init_state()
+    plan = memory.plan(state, learner.inputs(learner.plan()[0]))
+    assert plan.items["dataset"] == learner.data.device_images.nbytes + learner.data.device_labels.nbytes
+    assert plan.items["params"] > 0 and "step temporaries" not in plan.items  # known before compiling
+    monkeypatch.setattr(memory, "device_capacity", lambda: plan.items["params"])  # a tiny device
+    with pytest.raises(ConfigError, match=r"^the 'first' step needs .* per device but the device has .*; the largest "
+                                          r"item is (dataset|params|opt_state|old) "):
+        engine.run(config, str(tmp_path / "w"))
+    assert not (tmp_path / "w").exists()
