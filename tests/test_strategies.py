@@ -495,7 +495,7 @@ def simclr() -> Setup:
 def mocov2() -> Setup:
     s = make_setup("mocov2", 2, queue_size=32)
     dim = s.method.model.projector.out_dim
-    old_queue = _unit(np.random.default_rng(9).standard_normal((32, dim))).astype(np.float32)
+    old_queue = _unit(np.random.default_rng(9).standard_normal((2, 32, dim))).astype(np.float32)
     loss_state = {**s.state.loss_state, "distill": {"queue": old_queue, "ptr": jnp.zeros((), jnp.int32)}}
     return s._replace(state=s.state.replace(loss_state=loss_state))
 
@@ -517,21 +517,24 @@ def test_sycon_simclr_terms_match_numpy(simclr):
 
 
 def test_sycon_mocov2_terms_and_queues_match_numpy(mocov2):
+    """PNR's MoCo v2+ form: the direction whose query is view v takes both queues of view v' as negatives."""
     s, tau = mocov2, 0.2
     loss, (metrics, state) = run_setup(SyCON(ssl_method="mocov2", temperature=tau, distill_predictor=s.predictor), s)
     x = sycon_inputs(s.method, s.predictor, s.params, s.state, s.batch, s.old)
-    queue, old_queue = s.state.loss_state["ssl"]["queue"], s.state.loss_state["distill"]["queue"]
-    negatives = np.concatenate([_np(queue), _np(old_queue)])
-    plasticity = 0.5 * sum(np_info_nce(x[q], x[k], negatives, tau) for q, k in (("z1", "t2"), ("z2", "t1")))
-    stability = 0.5 * sum(np_info_nce(x[g], x[o], negatives, tau) for g, o in (("g1", "old1"), ("g2", "old2")))
+    queue, old_queue = _np(s.state.loss_state["ssl"]["queue"]), _np(s.state.loss_state["distill"]["queue"])
+    negatives = [np.concatenate([queue[v], old_queue[v]]) for v in (0, 1)]
+    plasticity = 0.5 * (np_info_nce(x["z1"], x["t2"], negatives[1], tau) + np_info_nce(x["z2"], x["t1"], negatives[0], tau))
+    stability = 0.5 * (np_info_nce(x["g1"], x["old1"], negatives[1], tau)
+                       + np_info_nce(x["g2"], x["old2"], negatives[0], tau))
     close(metrics["plasticity"], plasticity)
     close(metrics["stability"], stability)
     close(loss, plasticity + stability)
-    for slot, first, second, before in (("ssl", "t1", "t2", queue), ("distill", "old1", "old2", old_queue)):
+    for slot, keys, before in (("ssl", ("t1", "t2"), queue), ("distill", ("old1", "old2"), old_queue)):
         after = state.loss_state[slot]
-        close(after["queue"][: 2 * B], _unit(np.concatenate([x[first], x[second]])))
-        close(after["queue"][2 * B:], before[2 * B:])
-        assert int(after["ptr"]) == 2 * B
+        for view, key in enumerate(keys):
+            close(after["queue"][view, :B], _unit(x[key]))
+            close(after["queue"][view, B:], before[view, B:])
+        assert int(after["ptr"]) == B
 
 
 def test_sycon_byol_pseudo_negative_matches_numpy(byol):

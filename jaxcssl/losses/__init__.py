@@ -12,7 +12,8 @@ InfoNCE        info_nce, info_nce_per_sample                -
 BYOL           byol, byol_per_sample                        -
 CorInfoMax     corinfomax, corinfomax_covariance            CorInfoMaxState
 VICReg         vicreg, vicreg_invariance_per_sample         -
-MoCo v2        mocov2, mocov2_enqueue, mocov2_init_queue    queue [K, D], ptr
+MoCo v2        mocov2, mocov2_symmetric, mocov2_enqueue,    queues [2, K, D], ptr
+               mocov2_init_queue
 SimSiam        simsiam, simsiam_per_sample                  -
 SwAV           swav, sinkhorn_knopp                         prototypes are parameters
 W-MSE          wmse, whiten                                 -
@@ -31,7 +32,7 @@ from jaxcssl.losses.corinfomax import (
     corinfomax_init_state,
 )
 from jaxcssl.losses.info_nce import info_nce, info_nce_per_sample
-from jaxcssl.losses.mocov2 import mocov2, mocov2_enqueue, mocov2_init_queue
+from jaxcssl.losses.mocov2 import mocov2, mocov2_enqueue, mocov2_init_queue, mocov2_symmetric
 from jaxcssl.losses.simclr import simclr, simclr_per_sample
 from jaxcssl.losses.simsiam import simsiam, simsiam_per_sample
 from jaxcssl.losses.swav import sinkhorn_knopp, swav, swav_from_scores
@@ -53,6 +54,7 @@ __all__ = [
     "mocov2",
     "mocov2_enqueue",
     "mocov2_init_queue",
+    "mocov2_symmetric",
     "simclr",
     "simclr_per_sample",
     "simsiam",
