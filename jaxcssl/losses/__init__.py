@@ -10,7 +10,8 @@ Barlow Twins   barlow_twins, barlow_twins_grouped           -
 SimCLR         simclr, simclr_per_sample                    -
 InfoNCE        info_nce, info_nce_per_sample                -
 BYOL           byol, byol_per_sample                        -
-CorInfoMax     corinfomax, corinfomax_covariance            CorInfoMaxState
+CorInfoMax     corinfomax, corinfomax_covariance,           CorInfoMaxState
+               corinfomax_split_views
 VICReg         vicreg, vicreg_invariance_per_sample         -
 MoCo v2        mocov2, mocov2_symmetric, mocov2_enqueue,    queues [2, K, D], ptr
                mocov2_init_queue
@@ -30,6 +31,7 @@ from jaxcssl.losses.corinfomax import (
     corinfomax,
     corinfomax_covariance,
     corinfomax_init_state,
+    corinfomax_split_views,
 )
 from jaxcssl.losses.info_nce import info_nce, info_nce_per_sample
 from jaxcssl.losses.mocov2 import mocov2, mocov2_enqueue, mocov2_init_queue, mocov2_symmetric
@@ -48,6 +50,7 @@ __all__ = [
     "corinfomax",
     "corinfomax_covariance",
     "corinfomax_init_state",
+    "corinfomax_split_views",
     "cross_correlation",
     "info_nce",
     "info_nce_per_sample",

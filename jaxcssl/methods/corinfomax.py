@@ -5,7 +5,7 @@ import dataclasses
 
 import jax
 
-from jaxcssl.losses import corinfomax, corinfomax_init_state
+from jaxcssl.losses import CorInfoMaxState, corinfomax, corinfomax_init_state, corinfomax_split_views
 from jaxcssl.methods.base import Embedding, MethodSpec, SSLMethod
 from jaxcssl.models.heads import HeadSpec
 
@@ -29,6 +29,12 @@ class CorInfoMax(SSLMethod):
 
     def criterion(self, query: Embedding, key: jax.Array, state):
         return corinfomax(query.projection, key, state, **self.loss_kwargs)
+
+    def distill_split_views(self, predicted1: jax.Array, predicted2: jax.Array, old1: jax.Array, old2: jax.Array,
+                            state: CorInfoMaxState) -> tuple[jax.Array, CorInfoMaxState]:
+        """The official CroMo-Mixup distillation: the invariance term on view 2, the log-det term on view 1
+        (:func:`~jaxcssl.losses.corinfomax_split_views`), with this method's loss settings."""
+        return corinfomax_split_views(predicted1, predicted2, old1, old2, state, **self.loss_kwargs)
 
 
 SPEC = MethodSpec(
