@@ -308,18 +308,21 @@ def test_method_defaults_match_the_reference():
     barlow = method_defaults("barlow_twins", "cifar100")
     hyper = ("optimizer", "base_lr", "weight_decay", "batch_size")
     assert tuple(barlow[k] for k in hyper) == ("lars", 0.3, 1e-4, 256)
-    assert barlow["loss"]["lambda_offdiag"] == 5e-3
+    assert barlow["loss"]["lambda_offdiag"] == 5e-3 and barlow["loss"]["scale"] == 0.1  # the commands' --scale_loss
 
     corinfomax = method_defaults("corinfomax", "cifar100")
     assert (corinfomax["optimizer"], corinfomax["base_lr"], corinfomax["weight_decay"]) == ("sgd", 0.1, 1e-4)
     assert corinfomax["scale_lr_by_batch"] is False
     assert corinfomax["loss"]["sim_loss_weight"] == 250.0 and corinfomax["loss"]["la_R"] == 0.01
-    assert method_defaults("corinfomax", "tiny_imagenet")["base_lr"] == 0.5
+    tiny = method_defaults("corinfomax", "tiny_imagenet")
+    assert (tiny["base_lr"], tiny["batch_size"], tiny["loss"]["sim_loss_weight"]) == (0.5, 256, 500.0)
+    assert tiny["loss"]["la_R"] == 0.01 and corinfomax["batch_size"] == 512
 
     byol = method_defaults("byol", "cifar100")
     assert (byol["optimizer"], byol["base_lr"], byol["weight_decay"], byol["warmup_epochs"]) == ("lars", 1.0, 1e-5, 10)
-    assert byol["ema_base"] == 0.99 and byol["norm"] == "group_ws"
-    assert method_defaults("byol", "tiny_imagenet")["base_lr"] == 0.3
+    assert byol["ema_base"] == 0.99 and byol["norm"] == "group_ws" and byol["final_lr"] == 1e-3
+    assert (method_defaults("byol", "tiny_imagenet")["base_lr"], method_defaults("byol", "tiny_imagenet")["final_lr"]) == (
+        0.3, 1e-6)
 
     assert method_defaults("mocov2", "cifar100")["queue_size"] == 32768  # solo-learn's CIFAR recipe
     assert method_defaults("mocov2", "imagenet100")["queue_size"] == 65536  # CaSSLe's ImageNet-100
@@ -327,7 +330,7 @@ def test_method_defaults_match_the_reference():
     assert _build("mocov2").queue_size == OPTIONS["mocov2"]["queue_size"]  # an option overrides the recipe
 
     simclr = method_defaults("simclr", "cifar100")
-    assert tuple(simclr[k] for k in hyper) == ("lars", 0.6, 5e-4, 512)
+    assert tuple(simclr[k] for k in hyper) == ("sgd", 0.6, 5e-4, 512)  # Table 5 (the official trainer: LARS)
     assert simclr["loss"]["temperature"] == 0.5
 
     for name in REGISTRY.names():

@@ -9,12 +9,14 @@ from jaxcssl.losses import CorInfoMaxState, corinfomax, corinfomax_init_state, c
 from jaxcssl.methods.base import Embedding, MethodSpec, SSLMethod
 from jaxcssl.models.heads import HeadSpec
 
-# Reference: SGD lr 0.1 (Tiny 0.5) *not* scaled by batch (base_batch = batch), wd 1e-4, batch 512
-# (Tiny 256), sim weight 250, cov weight 1, covariance state updated every step.
+# CroMo Table 5: SGD lr 0.1 (Tiny 0.5) *not* scaled by batch (base_batch = batch), wd 1e-4, batch 512
+# (Tiny 256). The paper gives no loss weights; the official commands: sim weight 250 (Tiny 500), cov
+# weight 1, la_R = la_mu = 0.01 (the trainer's CovarianceLoss defaults), state updated every step.
+_LOSS = dict(sim_loss_weight=250.0, cov_loss_weight=1.0, la_R=0.01, la_mu=0.01, epsilon=1e-8)
 DEFAULTS = dict(
     optimizer="sgd", base_lr=0.1, weight_decay=1e-4, batch_size=512, warmup_epochs=0, scale_lr_by_batch=False,
-    loss=dict(sim_loss_weight=250.0, cov_loss_weight=1.0, la_R=0.01, la_mu=0.01, epsilon=1e-8),
-    per_dataset=dict(tiny_imagenet=dict(base_lr=0.5, batch_size=256)),
+    loss=_LOSS,
+    per_dataset=dict(tiny_imagenet=dict(base_lr=0.5, batch_size=256, loss={**_LOSS, "sim_loss_weight": 500.0})),
 )
 
 
