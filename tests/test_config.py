@@ -165,6 +165,9 @@ def test_the_presets_reach_every_config_file_and_are_checked():
     assert load(ROOT / "configs" / "cromo_cifar100.py", "split10,simclr").reference == "paper"
     tiny = load(ROOT / "configs" / "cromo_tinyimagenet.py", "corinfomax,official")
     assert (tiny.optim.base_lr, tiny.ssl.loss.sim_loss_weight) == (0.1, 500.0)
+    reduced = load(ROOT / "configs" / "cifar10_split2_reduced.py", "cassle_plus,official")
+    assert (reduced.strategy.name, reduced.reference, reduced.optim.base_lr, reduced.train.epochs) == (
+        "cassle_plus", "official", 0.25, 50)
     for name in ("cassle", "er", "sycon"):
         baseline = load(ROOT / "configs" / f"{name}.py", "cifar100_split10,byol,official")
         assert (baseline.strategy.name, baseline.reference, baseline.strategy.replay_batch) == (name, "official", 128)
