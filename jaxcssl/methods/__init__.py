@@ -94,7 +94,7 @@ def build_method(
 
     ``head_scale`` shrinks every head width (tiny test models); ``loss_kwargs`` and the method
     fields the recipe sets (MoCo's ``queue_size``) default to the reference values of
-    :func:`method_defaults`; ``options`` set method fields such as ``distill_temperature`` (SimCLR),
+    :func:`method_defaults`; ``options`` set or override method fields such as ``distill_temperature`` (SimCLR),
     ``queue_size`` (MoCo v2) or ``num_prototypes`` (SwAV).
     """
     spec = _spec(name)

@@ -228,8 +228,8 @@ class SyCON(Distilling):
             keys.append(method.key_embedding(embedding, target))
         key_queue, old_queue = state.loss_state["ssl"], state.loss_state["distill"]
 
-        def nce(queries, positives, view):
-            negatives = concat(key_queue["queue"][view], old_queue["queue"][view])
+        def nce(queries, positives, other_view):  # the queues of the view the query does not come from
+            negatives = concat(key_queue["queue"][other_view], old_queue["queue"][other_view])
             return info_nce(queries, positives, self.temperature, extra_negatives=negatives, key_negatives=False)
 
         plasticity = 0.5 * (nce(current[0].projection, keys[1], 1) + nce(current[1].projection, keys[0], 0))
