@@ -38,6 +38,42 @@ RENAMED = {
     "strategy.sycon_negative_weight": "strategy.sycon.negative_weight",
 }
 
+# The presets of the CroMo-Mixup configs (``config.reference``): the paper's values (Table 5, Eq. 3-5,
+# Sec. D.1; where it gives none, the official commands') or the official commands'.
+REFERENCES = ("paper", "official")
+
+_OFFICIAL_CROMO = {"strategy.cromo.mixup.weight": 0.5, "strategy.cromo.distill_weight": 0.5}  # ½ on both sums
+_SAME_LR_MISSING = {"optim.later_task_lr_factor": 0.1}  # no --same_lr: lr / 10 after the first task
+# Where the official CroMo-Mixup commands (Continual_Experiments/final_commands.sh and cont_commands.sh,
+# the *_mixed_distillation runs, as their trainers read them) differ from the paper: config keys per SSL
+# objective, for every dataset ("*") and per dataset. The other strategies take the same values.
+OFFICIAL_COMMANDS: dict[str, dict[str, dict[str, Any]]] = {
+    "barlow_twins": {
+        "*": {**_OFFICIAL_CROMO, "optim.base_lr": 0.25, "strategy.cromo.mixup.lam": "fixed"},
+        "cifar10": _SAME_LR_MISSING,
+        "tiny_imagenet": {"optim.base_lr": 0.1},
+    },
+    "simclr": {
+        "*": {**_OFFICIAL_CROMO, "optim.name": "lars"},
+        "cifar10": _SAME_LR_MISSING,
+        "cifar100": _SAME_LR_MISSING,
+    },
+    "byol": {
+        # The BYOL commands pass --bsize 64, which the trainer does not read: its replay batch is
+        # --replay_bs's default, 128.
+        "*": {**_OFFICIAL_CROMO, "strategy.replay_batch": 128, "strategy.cromo.distill_input": "current_and_mixed"},
+        "cifar10": _SAME_LR_MISSING,
+        "cifar100": _SAME_LR_MISSING,
+        "tiny_imagenet": {"optim.weight_decay": 1e-6},
+    },
+    "corinfomax": {
+        # The trainer sums its split distillation without --lambdap and without halving it: ζ = 1.
+        "*": {"strategy.cromo.mixup.weight": 0.5, "train.batch_size": 256, "strategy.cromo.mixup.loss": "barlow_twins",
+              "strategy.cromo.distill_form": "split_views"},
+        "tiny_imagenet": {"optim.base_lr": 0.1},
+    },
+}
+
 # CroMo-Mixup Sec. 6.1, Table 6 and the official scripts.
 PAPER_SETTINGS: dict[str, dict[str, Any]] = {
     "cifar10_split2": dict(
@@ -76,6 +112,9 @@ def base_config() -> ml_collections.ConfigDict:
     """The schema: every key a config may set, with its default."""
     c = ml_collections.ConfigDict()
     c.seed = 0
+    # paper | official: the preset a config file's argument chose (e.g. configs/cromo_cifar10.py:byol,official);
+    # its values follow it, so it is set through the argument, not changed on its own.
+    c.reference = "paper"
 
     c.dataset = ml_collections.ConfigDict(dict(
         name="cifar100",
@@ -181,12 +220,16 @@ def base_config() -> ml_collections.ConfigDict:
     return c
 
 
-def paper_config(setting: str, method: str = "barlow_twins", strategy: str = "cromo") -> ml_collections.ConfigDict:
-    """A CroMo-Mixup Table 2 setting with the method's reference hyper-parameters (Tables 5–6)."""
+def paper_config(
+    setting: str, method: str = "barlow_twins", strategy: str = "cromo", reference: str = "paper"
+) -> ml_collections.ConfigDict:
+    """A CroMo-Mixup Table 2 setting with the method's hyper-parameters under ``reference``: ``"paper"``
+    (Tables 5–6) or ``"official"`` (the authors' commands, :data:`OFFICIAL_COMMANDS`)."""
     if setting not in PAPER_SETTINGS:
         raise ConfigError(f"unknown paper setting {setting!r}; known: {', '.join(PAPER_SETTINGS)}")
     s = PAPER_SETTINGS[setting]
     c = base_config()
+    c.reference = reference
     c.dataset.name = s["dataset"]
     c.dataset.source = s.get("source", "tfds")
     c.split.classes_per_task = tuple(s["classes_per_task"])
@@ -202,20 +245,23 @@ def paper_config(setting: str, method: str = "barlow_twins", strategy: str = "cr
 def paper_config_from_arg(
     strategy: str, arg: str | None, default_setting: str = "cifar100_split5"
 ) -> ml_collections.ConfigDict:
-    """Config-file helper: ``arg`` is ``"<setting>[,<method>]"``, e.g. ``"cifar10_split2,simclr"``."""
+    """Config-file helper: ``arg`` is ``"<setting>[,<method>[,paper|official]]"``, e.g. ``"cifar10_split2,simclr"``."""
     parts = [p.strip() for p in (arg or "").split(",") if p.strip()]
-    if len(parts) > 2:
-        raise ConfigError(f"config argument {arg!r}: expected '<setting>[,<ssl method>]'")
+    if len(parts) > 3:
+        raise ConfigError(f"config argument {arg!r}: expected '<setting>[,<ssl method>[,paper|official]]'")
     setting = parts[0] if parts else default_setting
     method = parts[1] if len(parts) > 1 else "barlow_twins"
-    config = paper_config(setting, method, strategy)
+    reference = parts[2] if len(parts) > 2 else "paper"
+    if reference not in REFERENCES:
+        raise ConfigError(f"config argument {arg!r}: reference {reference!r} is not one of: {', '.join(REFERENCES)}")
+    config = paper_config(setting, method, strategy, reference)
     if strategy == "lump":
         config.strategy.replay_batch = config.train.batch_size  # LUMP mixes the whole batch
     return config
 
 
 def apply_method(c: ml_collections.ConfigDict, method: str) -> ml_collections.ConfigDict:
-    """Set ``ssl.method`` and the method's reference optimiser, batch, loss and mixup λ."""
+    """Set ``ssl.method`` and the method's optimiser, batch, loss and mixup λ under ``c.reference``."""
     d = method_defaults(method, c.dataset.name)
     c.ssl.method = method
     c.ssl.loss = ml_collections.ConfigDict(d["loss"])
@@ -224,13 +270,34 @@ def apply_method(c: ml_collections.ConfigDict, method: str) -> ml_collections.Co
     c.optim.base_lr = d["base_lr"]
     c.optim.weight_decay = d["weight_decay"]
     c.optim.warmup_epochs = d.get("warmup_epochs", 0)
+    c.optim.final_lr = d.get("final_lr", 0.0)
     c.train.batch_size = d["batch_size"]
-    c.optim.base_batch = 256 if d.get("scale_lr_by_batch", True) else d["batch_size"]
     # Linear probe: lr 0.2, BYOL 0.1 (the reference scripts).
     c.eval.linear_lr = 0.1 if method == "byol" else 0.2
-    # The reference fixes λ = 0.7 for Barlow Twins and draws Beta(1, 1) per batch otherwise.
-    c.strategy.cromo.mixup.lam = "fixed" if method == "barlow_twins" else "batch"
+    # Eq. 3: λ ~ Beta(α, α); the paper gives neither α nor how often λ is drawn: the official code's
+    # one Beta(1, 1) draw per batch.
+    c.strategy.cromo.mixup.lam = "batch"
+    if c.reference == "official":
+        for key, value in official_values(method, c.dataset.name).items():
+            _set(c, key, value)
+    c.optim.base_batch = 256 if d.get("scale_lr_by_batch", True) else c.train.batch_size
     return c
+
+
+def official_values(method: str, dataset: str) -> dict[str, Any]:
+    """The config values of ``method`` on ``dataset`` where the official commands differ from the paper."""
+    if method not in OFFICIAL_COMMANDS:
+        raise ConfigError(f"reference='official': the official CroMo-Mixup commands cover "
+                          f"{', '.join(OFFICIAL_COMMANDS)}, not ssl.method={method!r}")
+    values = OFFICIAL_COMMANDS[method]
+    return {**values["*"], **values.get(dataset, {})}
+
+
+def _set(c: ml_collections.ConfigDict, key: str, value: Any) -> None:
+    *groups, name = key.split(".")
+    for group in groups:
+        c = c[group]
+    c[name] = value
 
 
 def _walk(schema: ml_collections.ConfigDict, config: Mapping[str, Any], prefix: str = "") -> None:
@@ -294,6 +361,7 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     dataset is loaded, still before anything compiles.
     """
     _walk(base_config(), config)
+    _one_of("reference", config.reference, REFERENCES)
     _one_of("dataset.source", config.dataset.source, SOURCES)
     if config.dataset.source != "image_folder" and config.dataset.source != "npz":
         _one_of("dataset.name", config.dataset.name, DATASETS)
