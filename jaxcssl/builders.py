@@ -7,10 +7,12 @@ pieces (SSL method, strategy, views, state) from these.
 from __future__ import annotations
 
 import dataclasses
+from typing import Optional
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import logging
 from jax.sharding import Mesh
 
 from jaxcssl import sharding
@@ -31,8 +33,9 @@ class Data:
     image_size: int  # the size the model sees (``augment.image_size`` or the dataset's)
     stats: tuple[tuple[float, ...], tuple[float, ...]]  # normalisation mean, std
     mesh: Mesh
-    device_images: jax.Array  # uint8 training images, replicated
-    device_labels: jax.Array  # int32 training labels, replicated
+    placement: str  # "device" | "host" (data.placement resolved)
+    device_images: Optional[jax.Array]  # uint8 training images, replicated (placement "device"; else None)
+    device_labels: Optional[jax.Array]  # int32 training labels, replicated (placement "device"; else None)
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -86,8 +89,28 @@ def make_mesh(config) -> Mesh:
     return mesh
 
 
-def prepare_data(config, mesh: Mesh) -> Data:
-    """Load the data and build the split; raise on anything that cannot work."""
+def resolve_placement(requested: str, dataset_bytes: int, device_fraction: float, host_supported: bool,
+                      capacity: Optional[int]) -> tuple[str, str]:
+    """``data.placement`` -> ``("device" | "host", why)``: ``auto`` keeps the training set on the
+    device when, replicated, it takes at most ``device_fraction`` of the device's ``capacity``."""
+    size = f"{dataset_bytes / 2**30:.2f} GiB"
+    if requested != "auto":
+        return requested, f"data.placement={requested!r}"
+    if not host_supported:
+        return "device", "the learner reads the training set on the device only"
+    if capacity is None:
+        return "device", f"the backend reports no device memory (the training set takes {size})"
+    budget = device_fraction * capacity
+    if dataset_bytes <= budget:
+        return "device", f"the training set ({size}) fits data.device_fraction={device_fraction} of the device"
+    return "host", (f"the training set ({size}) exceeds data.device_fraction={device_fraction} of the device's "
+                    f"{capacity / 2**30:.2f} GiB")
+
+
+def prepare_data(config, mesh: Mesh, host_supported: bool = False) -> Data:
+    """Load the data and build the split; raise on anything that cannot work.
+
+    ``host_supported``: the learner can read its batches from host memory (``data.placement``)."""
     dataset = load_dataset(config)
     counts = np.bincount(dataset.y_train, minlength=dataset.num_classes)
     empty = [dataset.class_names[c] for c in np.flatnonzero(counts == 0)]
@@ -97,8 +120,16 @@ def prepare_data(config, mesh: Mesh) -> Data:
     split = make_split(config, dataset)
     image_size = config.augment.image_size or dataset.image_shape[0]
     mean, std = augment.DATASET_STATS.get(config.dataset.name, augment.DATASET_STATS["synthetic"])
+    if config.data.placement == "host" and not host_supported:
+        raise ConfigError(f"data.placement='host' is not supported by learner {config.learner.name!r} "
+                          "(it reads the training set on the device); use 'device' or 'auto'")
+    placement, why = resolve_placement(config.data.placement, dataset.x_train.nbytes + dataset.y_train.nbytes,
+                                       config.data.device_fraction, host_supported, sharding.device_capacity())
+    logging.info("data placement: %s (%s)", placement, why)
+    on_device = placement == "device"
     return Data(
         dataset=dataset, split=split, image_size=image_size, stats=(tuple(mean), tuple(std)), mesh=mesh,
-        device_images=sharding.replicate(dataset.x_train, mesh),
-        device_labels=sharding.replicate(dataset.y_train.astype(np.int32), mesh),
+        placement=placement,
+        device_images=sharding.replicate(dataset.x_train, mesh) if on_device else None,
+        device_labels=sharding.replicate(dataset.y_train.astype(np.int32), mesh) if on_device else None,
     )

@@ -39,7 +39,9 @@ from jaxcssl.config import flatten
 Pytree = Any
 _ITEMS = ("state", "meta")
 # Keys that may change between a run and its restart: they do not change what is trained.
-RESTART_MAY_CHANGE = ("eval.", "train.log_every_steps", "train.checkpoint_every_steps", "train.distributed_timeout")
+# Keys that change how a run is carried out, not what it computes (a resume may change them).
+RESTART_MAY_CHANGE = ("eval.", "train.log_every_steps", "train.checkpoint_every_steps", "train.distributed_timeout",
+                      "data.")
 DAMAGED = "damaged"
 
 

@@ -129,6 +129,13 @@ def base_config() -> ml_collections.ConfigDict:
             num_classes=10, train_per_class=100, test_per_class=20, image_size=16, channels=3, noise=0.1, seed=0,
         )),
     ))
+    c.data = ml_collections.ConfigDict(dict(
+        # Where the training set lives: device (replicated on every device, gathered inside the step) |
+        # host (host memory; each process gathers its devices' rows of the same batches and feeds them
+        # while the previous call runs) | auto (device when it takes at most device_fraction of a device).
+        placement="auto",
+        device_fraction=0.5,         # auto: the share of a device's memory the replicated training set may take
+    ))
     c.split = ml_collections.ConfigDict(dict(
         kind="class_incremental",    # class_incremental | data_incremental
         classes_per_task=(20, 20, 20, 20, 20),
@@ -370,6 +377,9 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     _one_of("split.kind", config.split.kind, ("class_incremental", "data_incremental"))
     _one_of("split.class_order", config.split.class_order, splits.CLASS_ORDERS)
     _one_of("split.schedule", config.split.schedule, ("sequential", "interleaved"))
+    _one_of("data.placement", config.data.placement, ("auto", "device", "host"))
+    if not 0 < config.data.device_fraction <= 1:
+        raise ConfigError(f"data.device_fraction={config.data.device_fraction!r} must be in (0, 1]")
     if config.split.kind == "class_incremental" and not config.split.classes_per_task:
         raise ConfigError("split.classes_per_task is empty")
     if config.split.kind == "data_incremental":

@@ -142,8 +142,20 @@ def _explain(error: Exception, argv: list[str]) -> str:
     return message
 
 
+# Keys a config file sets from its argument, with the values that follow them: not overridden alone.
+SET_BY_THE_FILE_ARGUMENT = {
+    "reference": "the preset is the config file's argument, e.g. --config=configs/cromo_cifar10.py:byol,official "
+                 "(its hyper-parameters follow it)",
+}
+
+
 def parse_flags(argv: list[str]) -> list[str]:
     """absl's flag parsing, with one line naming the culprit for a bad config file, key or value."""
+    for arg in argv:
+        key = arg[len("--config."):].split("=", 1)[0] if arg.startswith("--config.") else ""
+        if key in SET_BY_THE_FILE_ARGUMENT:
+            sys.exit(f"jaxcssl: error: --config.{key} cannot be set on the command line: "
+                     f"{SET_BY_THE_FILE_ARGUMENT[key]}")
     try:
         return flags.FLAGS(argv)
     except Exception as error:  # noqa: BLE001 -- reported as one line

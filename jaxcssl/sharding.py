@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import threading
-from typing import Any
+from typing import Any, Optional
 
 import jax
 import numpy as np
@@ -87,6 +87,12 @@ def barrier(name: str, timeout_s: int = 600) -> None:
         distributed.global_state.client.wait_at_barrier(f"jaxcssl:{name}", timeout_s * 1000)
 
 
+def device_capacity() -> Optional[int]:
+    """Bytes the first local device offers (``bytes_limit``), or ``None`` where the backend does not say."""
+    stats = jax.local_devices()[0].memory_stats() or {}
+    return stats.get("bytes_limit")
+
+
 def make_mesh(num_devices: int = 0) -> Mesh:
     """A 1-D ``data`` mesh over the first ``num_devices`` devices (0 = all devices of all hosts)."""
     devices = jax.devices()
@@ -103,6 +109,19 @@ def replicated(mesh: Mesh) -> NamedSharding:
 
 def batch_sharded(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, PartitionSpec(DATA_AXIS))
+
+
+def steps_batch_sharded(mesh: Mesh) -> NamedSharding:
+    """``[steps, batch, ...]`` arrays: the batch axis sharded, the steps of a fused call on every device."""
+    return NamedSharding(mesh, PartitionSpec(None, DATA_AXIS))
+
+
+def process_rows(array_sharding: NamedSharding, global_shape: tuple[int, ...], axis: int) -> slice:
+    """The rows along ``axis`` of a ``global_shape`` array that this process's devices hold."""
+    slices = [index[axis] for index in array_sharding.addressable_devices_indices_map(global_shape).values()]
+    start = min(s.start or 0 for s in slices)
+    stop = max(global_shape[axis] if s.stop is None else s.stop for s in slices)
+    return slice(start, stop)
 
 
 def check_batch_divisible(batch_size: int, mesh: Mesh, what: str = "train.batch_size") -> None:

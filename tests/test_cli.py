@@ -89,6 +89,8 @@ def test_an_unknown_config_key_is_refused(tmp_path):
         ("configs/smoke.py:cromo", ["--config.ssl.loss.foo=1"], "unknown config key 'ssl.loss.foo'; ssl.loss has: eps,"),
         ("configs/smoke.py:cromo", ["--config.strategy.ewc.weight=abc"],
          "flag --config.strategy.ewc.weight=abc: could not convert string to float: 'abc'"),
+        ("configs/smoke.py:cromo", ["--config.reference=official"],
+         "--config.reference cannot be set on the command line: the preset is the config file's argument"),
         ("configs/missing.py", [], "config file 'configs/missing.py' does not exist"),
         ("{syntax}", [], "invalid syntax at line 1"),
         ("{no_get_config}", [], "has no get_config()"),

@@ -3,7 +3,9 @@ train like one process on 4 devices, stop together on SIGTERM to either of them,
 
 A two-process run trains uninterrupted; a second one is sent SIGTERM (to process 1) during its second
 task, stops with a checkpoint on both processes at the same step (exit 75) and is relaunched with the
-same command: it must end bit-identical to the first (losses, results.json, final parameters). Against
+same command, except that its batches come from host memory (``data.placement=host``, each process
+feeding its own devices' rows): it must end bit-identical to the first (losses, results.json, final
+parameters). Against
 one process on 4 devices (this test process, the same global batch) the first steps agree to float32
 rounding; the cross-process reductions (gloo) add in another order than the in-process ones, and SSL
 training amplifies that 1e-7 difference over the steps, so later steps are not compared.
@@ -39,8 +41,8 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _launch(workdir: pathlib.Path, port: int) -> list[subprocess.Popen]:
-    flags = [f"--config.{k}={v}" for k, v in OVERRIDES.items()]
+def _launch(workdir: pathlib.Path, port: int, *extra: str) -> list[subprocess.Popen]:
+    flags = [f"--config.{k}={v}" for k, v in OVERRIDES.items()] + list(extra)
     flags += ["--config.eval.after_task=('knn',)", "--config.eval.final=('knn',)", "--config.train.distributed=True"]
     processes = []
     for index in range(2):
@@ -94,7 +96,8 @@ def test_two_processes_train_like_one_stop_together_and_resume(tmp_path):
     stopped = [e.strip().splitlines()[-1] for _, e in first]
     assert all("stopped in task 2/2 at step" in line and "preempted" in line for line in stopped), stopped
     assert stopped[0].split(" (")[0] == stopped[1].split(" (")[0]  # the same step on both
-    second = _wait(_launch(workdir, _free_port()))
+    # The relaunch feeds its batches from the host (each process its devices' rows): the same run.
+    second = _wait(_launch(workdir, _free_port(), "--config.data.placement=host"))
     assert [code for code, _ in second] == [0, 0], [e[-1500:] for _, e in second]
 
     results = json.loads((workdir / "results.json").read_text())

@@ -30,6 +30,7 @@ from jaxcssl.engine import evaluation, memory
 from jaxcssl.engine.compile import compile_step
 from jaxcssl.errors import ConfigError
 from jaxcssl.evaluation import protocols
+from jaxcssl.learners import REGISTRY as LEARNERS
 from jaxcssl.learners import Learner, Phase, build_learner
 from jaxcssl.preemption import AgreedStop, RunStopped, StopRequest
 
@@ -141,7 +142,8 @@ def prepare(config) -> Learner:
     config = validate(config)
     sharding.initialize_distributed(config.train.distributed, config.train.distributed_timeout)
     mesh = builders.make_mesh(config)
-    learner = build_learner(config, builders.prepare_data(config, mesh))
+    host_supported = LEARNERS.get(config.learner.name).HOST_PLACEMENT
+    learner = build_learner(config, builders.prepare_data(config, mesh, host_supported))
     for stage in ("after_task", "final"):
         for name in config.eval[stage]:
             needs = protocols.REGISTRY.get(name).NEEDS
@@ -161,7 +163,10 @@ def run(config, workdir: str, *, writer: Optional[Any] = None, stop: Optional[St
     config = learner.config
     evaluation.reference_accuracies(config, learner.data.split.num_tasks)  # a bad reference fails now
     state = learner.init_state()
-    memory.plan(state, learner.inputs(learner.plan()[0])).check("first")  # what is known before compiling
+    first = learner.plan()[0]
+    k = config.train.steps_per_call if first.num_steps >= config.train.steps_per_call else 1
+    first_inputs = learner.call_inputs(learner.inputs(first), first, 0, k)
+    memory.plan(state, first_inputs).check("first")  # what is known before compiling
     checkpointing.check_workdir(workdir)
     main = sharding.is_main_process()
     # Every process checks config.json before process 0 writes it (the same files: the same verdict).
@@ -244,7 +249,8 @@ def _train(learner: Learner, state: Pytree, meta: dict, checkpoints: checkpointi
         progress.begin_phase(phase_step)
         while phase_step < phase.num_steps:
             k = steps_per_call if phase.num_steps - phase_step >= steps_per_call else 1
-            state, metrics = programs.get(phase, k, state, inputs)(state, inputs)
+            call = learner.call_inputs(inputs, phase, phase_step, k)
+            state, metrics = programs.get(phase, k, state, call)(state, call)
             pending.append(metrics)
             if phase_step == progress.first_step:
                 jax.block_until_ready(metrics)

@@ -15,6 +15,7 @@ from typing import Any, Optional
 import jax
 
 from jaxcssl.errors import ConfigError
+from jaxcssl.sharding import device_capacity
 
 Pytree = Any
 # What to change when an item of the plan is what does not fit.
@@ -65,12 +66,6 @@ class MemoryPlan:
         raise ConfigError(f"the {program!r} step needs {_mib(self.total)} per device but the device has "
                           f"{_mib(self.capacity)}; the largest item is {name} ({_mib(size)}): use "
                           f"{ADVICE.get(name, DEFAULT_ADVICE)}")
-
-
-def device_capacity() -> Optional[int]:
-    """Bytes the first local device offers (``bytes_limit``), or ``None`` where the backend does not say."""
-    stats = jax.local_devices()[0].memory_stats() or {}
-    return stats.get("bytes_limit")
 
 
 def plan(state: Pytree, inputs: Pytree, compiled=None) -> MemoryPlan:

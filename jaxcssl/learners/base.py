@@ -11,6 +11,7 @@ writes results, and knows nothing about SSL, strategies or models. A :class:`Lea
 * :meth:`~Learner.step_fn` and :meth:`~Learner.inputs` — one pure ``(state, inputs) -> (state,
   metrics)`` per program, which the engine compiles once with jit, shardings, donation and
   ``lax.scan`` fusion, and the traced inputs of a phase (data indices, keys, the schedule);
+  :meth:`~Learner.call_inputs` completes them for one call (the batches fed from the host);
 * :meth:`~Learner.end_phase` — what happens when a phase ends (snapshot the old model, fill the
   memory, let the strategy store what it needs);
 * :meth:`~Learner.predictors` — the functions evaluation is handed (never the model):
@@ -68,6 +69,7 @@ class Learner(abc.ABC):
 
     name: ClassVar[str] = ""
     CONFIG: ClassVar[dict[str, Any]] = {}
+    HOST_PLACEMENT: ClassVar[bool] = False  # can read its batches from host memory (data.placement="host")
 
     def __init__(self, config, data: builders.Data):
         self.config = config
@@ -94,6 +96,12 @@ class Learner(abc.ABC):
     @abc.abstractmethod
     def inputs(self, phase: Phase) -> Pytree:
         """The traced arguments of the step during ``phase``."""
+
+    def call_inputs(self, inputs: Pytree, phase: Phase, phase_step: int, steps: int) -> Pytree:
+        """The inputs of the call running ``steps`` steps from ``phase_step``; the phase's inputs unchanged
+        unless the learner feeds per-call data (its batches with ``data.placement="host"``)."""
+        del phase, phase_step, steps
+        return inputs
 
     @abc.abstractmethod
     def step_fn(self, program: Hashable) -> StepFn:

@@ -3,7 +3,8 @@
 For each phase (a task; all tasks at once for Offline or the interleaved task-confusion schedule):
 a fresh optimiser state and per-task schedule (:class:`~jaxcssl.engine.schedules.TaskCosine`),
 ``epochs × task size / batch`` steps. Inside one compiled step: pick the batch indices (a fresh
-permutation per epoch, drop-last), gather uint8 images from the on-device dataset, augment both
+permutation per epoch, drop-last), gather uint8 images from the on-device dataset (or, with
+``data.placement="host"``, take the batch the host gathered with the same indices), augment both
 views per sample, sample and augment a replay batch (strategies with a memory, after the first
 task), run the strategy's loss through the current, EMA-target and frozen old models, update with
 the optimiser, move the EMA target. At the end of a phase: snapshot the model into the frozen
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Hashable
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Optional
 
 import flax.struct
 import jax
@@ -27,6 +28,7 @@ import optax
 
 from jaxcssl import builders, optim, replay, sharding, strategies
 from jaxcssl.data.augment import augment, preprocess
+from jaxcssl.data.host_feed import HostFeed
 from jaxcssl.engine import rng
 from jaxcssl.engine.schedules import TaskCosine
 from jaxcssl.errors import ConfigError
@@ -57,13 +59,16 @@ class TrainState:
 class TaskInputs(NamedTuple):
     """What changes from phase to phase, passed as traced arguments so one program serves every task."""
 
-    images: jax.Array  # uint8 [N, H, W, C]: the whole training set, on device
-    labels: jax.Array  # int32 [N] (read by strategies that ask for the "labels" batch field)
+    # Placement "device": the whole training set, uint8 [N, H, W, C] and int32 [N]. Placement "host":
+    # this call's batches, [k, B, H, W, C] and [k, B], gathered on the host from the same indices.
+    images: Optional[jax.Array]
+    labels: Optional[jax.Array]  # read by strategies that ask for the "labels" batch field
     indices: jax.Array  # int32 [S, n]: sample indices of the S tasks of this phase (S > 1: interleaved)
     task_id: jax.Array  # int32 []: the phase index
     order_key: jax.Array  # the epoch permutations of this phase
     step_key: jax.Array  # the step stream: fold_in(step_key, global step)
     schedule: TaskCosine
+    call_start: Optional[jax.Array] = None  # int32 []: placement "host": the phase step of the call's first batch
 
 
 def task_epochs(config, task_id: int) -> int:
@@ -89,6 +94,16 @@ def batch_indices(phase_step: jax.Array, inputs: TaskInputs, batch_size: int) ->
     return inputs.indices[row][take]
 
 
+@functools.partial(jax.jit, static_argnames=("batch_size", "steps"))
+def call_indices(first_step: jax.Array, indices: jax.Array, order_key: jax.Array, *, batch_size: int,
+                 steps: int) -> jax.Array:
+    """int32 ``[steps, batch_size]``: :func:`batch_indices` of the steps ``first_step, first_step + 1, ...``
+    (the host placement computes on the host what the device placement draws inside the step)."""
+    inputs = TaskInputs(images=None, labels=None, indices=indices, task_id=None, order_key=order_key, step_key=None,
+                        schedule=None)
+    return jax.vmap(lambda offset: batch_indices(first_step + offset, inputs, batch_size))(jnp.arange(steps))
+
+
 def _copy(tree: Pytree) -> Pytree:
     return jax.tree_util.tree_map(jnp.array, tree)
 
@@ -107,9 +122,13 @@ class ContinualLearner(Learner):
     """Tasks in sequence (or joined, or interleaved), each for its epochs, with one strategy."""
 
     name = "continual"
+    HOST_PLACEMENT = True
 
     def __init__(self, config, data: builders.Data):
         super().__init__(config, data)
+        self.host_feed = None
+        if data.placement == "host":
+            self.host_feed = HostFeed(data.dataset.x_train, data.dataset.y_train, data.mesh)
         self.method = builders.build_ssl_method(config)
         self.strategy = build_strategy(config, self.method)
         self.memory_spec = self.strategy.memory()
@@ -221,6 +240,7 @@ class ContinualLearner(Learner):
 
     # --- step ------------------------------------------------------------------------------------
     def inputs(self, phase: Phase) -> TaskInputs:
+        """The phase's traced inputs; with the host placement, without data (see :meth:`call_inputs`)."""
         seed, mesh = self.config.seed, self.data.mesh
         return TaskInputs(
             images=self.data.device_images,
@@ -232,6 +252,27 @@ class ContinualLearner(Learner):
             schedule=self.schedule(phase),
         )
 
+    def call_inputs(self, inputs: TaskInputs, phase: Phase, phase_step: int, steps: int) -> TaskInputs:
+        """Placement "host": this call's batches (the next call's are gathered while it runs)."""
+        if self.host_feed is None:
+            return inputs
+        cpu = jax.local_devices(backend="cpu")[0]
+        rows = jax.device_put(self.phase_rows[phase.index][1].astype(np.int32), cpu)
+        order_key = jax.device_put(rng.phase_key(self.config.seed, "epoch_order", phase.index), cpu)
+
+        def indices(first: int, k: int):
+            return lambda: np.asarray(call_indices(first, rows, order_key, batch_size=self.batch_size, steps=k))
+
+        following = phase_step + steps
+        next_k = self.config.train.steps_per_call
+        next_k = next_k if phase.num_steps - following >= next_k else 1
+        has_next = following < phase.num_steps
+        images, labels = self.host_feed.get(
+            (phase.index, phase_step, steps), indices(phase_step, steps),
+            (phase.index, following, next_k) if has_next else None, indices(following, next_k) if has_next else None,
+        )
+        return inputs._replace(images=images, labels=labels, call_start=jnp.int32(phase_step))
+
     def step_fn(self, program: Hashable):
         method, strategy, tx, views = self.method, self.strategy, self.tx, self.views
         mesh, batch_size, total_steps = self.data.mesh, self.batch_size, self.total_steps
@@ -240,14 +281,20 @@ class ContinualLearner(Learner):
         wants_labels = "labels" in strategy.batch_fields
         loss = strategy.loss if has_old else strategy.first_task_loss
         ema_base = self.config.ssl.ema_base
+        host = self.host_feed is not None
 
         def step(state: TrainState, inputs: TaskInputs) -> tuple[TrainState, dict[str, jax.Array]]:
             key = jax.random.fold_in(inputs.step_key, state.step)
             k_view1, k_view2, k_memory, k_mem1, k_mem2, k_strategy = jax.random.split(key, 6)
-            index = batch_indices(state.phase_step, inputs, batch_size)
-            images = sharding.shard_batch(inputs.images[index], mesh)
+            if host:  # the host gathered this call's batches with the indices batch_indices draws
+                position = state.phase_step - inputs.call_start
+                images, labels = inputs.images[position], inputs.labels[position]
+            else:
+                index = batch_indices(state.phase_step, inputs, batch_size)
+                images, labels = inputs.images[index], inputs.labels[index]
+            images = sharding.shard_batch(images, mesh)
             batch = Batch(view1=augment(k_view1, images, views[0]), view2=augment(k_view2, images, views[1]),
-                          labels=inputs.labels[index] if wants_labels else None)
+                          labels=labels if wants_labels else None)
             if memory is not None:
                 sample = replay.sample(state.replay, k_memory, memory.replay_batch)
                 memory_images = sharding.shard_batch(sample["images"], mesh)
@@ -286,24 +333,34 @@ class ContinualLearner(Learner):
         old = {"params": state.params["model"], "batch_stats": state.model_state.batch_stats["model"]}
         state = state.replace(old=jax.tree_util.tree_map(jnp.copy, old))
         key_memory, key_strategy = rng.task_end_keys(self.config.seed, phase.index)
-        task_indices = np.concatenate(list(self.phase_rows[phase.index][1]))
+        images, labels, task_indices = self._task_data(np.concatenate(list(self.phase_rows[phase.index][1])))
         buffer, slots = state.replay, (int(state.replay.count),) * 2
         if self.memory_spec is not None and phase.index < len(self._plan) - 1:
             buffer = replay.insert_task(
-                buffer, key_memory, self.data.device_images, self.data.device_labels,
-                jnp.asarray(task_indices, jnp.int32), phase.index, self.memory_spec.samples_per_task,
+                buffer, key_memory, images, labels, jnp.asarray(task_indices, jnp.int32), phase.index,
+                self.memory_spec.samples_per_task,
             )
             slots = (slots[0], int(buffer.count))
         mean, std = self.data.stats
         result = self.strategy.task_end(TaskEnd(
             task_id=phase.index, key=key_strategy, method=self.method, views=self.views, batch_size=self.batch_size,
-            images=self.data.device_images, task_indices=task_indices, params=state.params,
+            images=images, task_indices=task_indices, params=state.params,
             model_state=state.model_state, old=state.old, strategy_state=state.strategy_state,
             memory=buffer if self.memory_spec is not None else None, new_memory_slots=slots,
             preprocess=lambda images: preprocess(images, self.data.image_size, mean, std),
         ))
         memory = result.memory if result.memory is not None else buffer
         return state.replace(replay=memory, strategy_state=result.strategy_state)
+
+    def _task_data(self, task_indices: np.ndarray) -> tuple[jax.Array, jax.Array, np.ndarray]:
+        """Images and labels on the device with the finished task's rows in them: the whole training set
+        (placement "device"), or only the task's samples, copied from the host for the task's end."""
+        if self.host_feed is None:
+            return self.data.device_images, self.data.device_labels, task_indices
+        mesh, dataset = self.data.mesh, self.data.dataset
+        images = sharding.replicate(dataset.x_train[task_indices], mesh)
+        labels = sharding.replicate(dataset.y_train[task_indices].astype(np.int32), mesh)
+        return images, labels, np.arange(task_indices.size)
 
     # --- evaluation and export ---------------------------------------------------------------------
     def model_variables(self, state: TrainState) -> Pytree:

@@ -87,8 +87,8 @@ class TaskEnd(NamedTuple):
     method: SSLMethod
     views: tuple[Any, Any]  # the two augmentation ViewConfigs of training
     batch_size: int
-    images: jax.Array  # uint8 [N, H, W, C]: the training set on the device
-    task_indices: np.ndarray  # int [n]: the finished task's training samples
+    images: jax.Array  # uint8 [N, H, W, C] on the device: the training set (placement "host": the task's samples)
+    task_indices: np.ndarray  # int [n]: the finished task's training samples (rows of images)
     params: Pytree
     model_state: ModelState
     old: Pytree  # the snapshot of the model just taken
