@@ -51,7 +51,9 @@ def fussl_smoke(c):
     c.split.classes_per_task = (4,)
     c.model.norm = "batch"
     c.fussl.ensemble_size = 3
-    c.fussl.phase1.schedule = "cosine"  # the objective's own optimiser: a few stable epochs
+    # The paper's phase 1 (Adam, lr 0.2 then 0.001, weight decay 1e-6), its first epoch at 0.2.
+    c.optim.update(name="adam", base_lr=0.2, base_batch=32, weight_decay=1e-6, warmup_epochs=0)
+    c.fussl.phase1.drop_epochs = 1
     c.fussl.phase2.epochs = 4
     c.fussl.phase2.batch_size = 32
     if c.ssl.method == "wmse":

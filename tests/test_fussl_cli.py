@@ -12,7 +12,7 @@ import sys
 import numpy as np
 import pytest
 
-from jaxcssl import checkpointing, engine
+from jaxcssl import checkpointing, engine, evaluate
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -55,6 +55,15 @@ def test_both_phases_run_from_the_command_line_and_record_the_pseudo_labels(cli_
     assert results["final"]["knn"]["top1"] > 0.5 and results["final"]["linear_fast"]["top1"] > 0.5
     assert results["history"][0]["knn"] > 0.5
     assert (workdir / "checkpoints" / "tasks").is_dir()
+
+
+@pytest.mark.slow
+def test_re_evaluating_the_phase_1_checkpoint_gives_the_base_numbers(cli_run):
+    _, workdir, results = cli_run
+    base = evaluate.evaluate_run(str(workdir), task=0, protocols=["knn"])
+    assert base["protocols"]["knn"]["top1"] == results["history"][0]["knn"]  # the chosen member after phase 1
+    final = evaluate.evaluate_run(str(workdir), protocols=["knn"])
+    assert final["protocols"]["knn"]["top1"] == results["final"]["knn"]["top1"]  # the phase-2 model
 
 
 class Interrupt(Exception):

@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import pathlib
+import sys
 
 import pytest
 
@@ -111,3 +112,23 @@ def test_the_runs_are_the_fussl_configs_with_the_overrides():
     assert (config.fussl.cycles, config.train.epochs, config.fussl.phase2.unfrozen_fraction) == (4, 8, 1.0)
     assert driver._overrides(["--config.train.epochs=8", "--config.dataset.path=/x/y"]) == {
         "train.epochs": 8, "dataset.path": "/x/y"}
+
+
+def test_the_throughput_presets_time_the_ensemble_step_for_one_and_three_members():
+    spec = importlib.util.spec_from_file_location("benchmarks_throughput", ROOT / "benchmarks" / "throughput.py")
+    throughput = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = throughput  # dataclasses look their module up by name
+    spec.loader.exec_module(throughput)
+    for preset in ("fussl", "fussl-cpu-smoke"):
+        benches = throughput.PRESETS[preset]
+        assert [b.ensemble for b in benches] == [1, 3]
+        config = throughput.make_config(benches[1])
+        assert (config.learner.name, config.fussl.ensemble_size, tuple(config.split.classes_per_task)) == (
+            "fussl", 3, (10,))
+    row = throughput.markdown_row({**dict(strategy="fussl", ensemble=3, method="barlow_twins", task="first", batch=256,
+                                          replay=0, dtype="bfloat16", width=64, steps_per_call=1, step_ms=10.0,
+                                          images_per_s=25600.0, lower_s=1.0, compile_s=2.0, peak_mib=None,
+                                          tflops=None, pct_of_peak=None),
+                                   "device_kind": "H100", "platform": "gpu", "jax": "0.11.2",
+                                   "date_utc": "2026-12-01T00:00:00+00:00"})
+    assert "| fussl m=3 | barlow_twins |" in row and "| 25,600 |" in row

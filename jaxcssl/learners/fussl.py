@@ -275,9 +275,8 @@ class FusslLearner(Learner):
             raise ConfigError(f"fussl.phase2.unfrozen_fraction={p2.unfrozen_fraction!r} must lie in [0, 1]")
         if not 1 <= p2.trained_stages <= 4:
             raise ConfigError(f"fussl.phase2.trained_stages={p2.trained_stages!r} must be 1..4 (ResNet stages)")
-        for key in ("lr",):
-            if not p2[key] > 0:
-                raise ConfigError(f"fussl.phase2.{key}={p2[key]!r} must be > 0")
+        if not p2.lr > 0:
+            raise ConfigError(f"fussl.phase2.lr={p2.lr!r} must be > 0")
         for key in ("weight_decay", "batch_size", "temperature"):
             if not p2[key] >= 0:
                 raise ConfigError(f"fussl.phase2.{key}={p2[key]!r} must be >= 0")
