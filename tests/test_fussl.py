@@ -1,23 +1,21 @@
 """FUSSL's pure pieces against independent NumPy computations: fuzzy pseudo-labels, member errors, the
-soft-target cross-entropy, the cross-class split, the schedules, the projector override and the
-memory refusal. Nothing here compiles a network step."""
+soft-target cross-entropy, the cross-class split, the schedules and the projector override.
+Nothing here compiles a network step."""
 from __future__ import annotations
 
 import collections
-import dataclasses
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxcssl.errors import ConfigError
-from jaxcssl.fussl import cross_class, ensemble, memory
+from jaxcssl.fussl import cross_class, ensemble
 from jaxcssl.fussl import pseudo_labels as pl
 from jaxcssl.fussl.schedules import Constant, Continued, StepDecay
 from jaxcssl.methods import REGISTRY, build_method, ssl_views
 from jaxcssl.models import ResNet
-from jaxcssl.models.heads import HeadSpec, mlp_head, scaled
+from jaxcssl.models.heads import HeadSpec, scaled
 
 
 # --- a NumPy reference of the labelling rule, written on dense label distributions ----------------------
@@ -214,27 +212,3 @@ def test_a_1000_wide_normalised_projector_replaces_every_reference_head(name):
                            **options)
     assert default.model.projector.out_dim == scaled(REGISTRY.get(name).projector.out_dim, 1 / 64)
     assert not default.model.projector.l2_normalize
-
-
-# --- memory ------------------------------------------------------------------------------------------------
-@dataclasses.dataclass
-class FakeDevice:
-    platform: str = "gpu"
-    device_kind: str = "Fake GPU"
-
-
-def test_the_memory_check_refuses_an_estimate_above_the_device_limit():
-    estimate = memory.Estimate(state=2**30, data=2**29, gradients=2**29, activations=2**31)
-    assert estimate.total == 2**30 * 4
-    assert memory.check(estimate, FakeDevice(), 8 * 2**30, "hint").endswith("of 8.00 GiB on Fake GPU")
-    with pytest.raises(ConfigError, match=r"^fussl: the estimated 4.00 GiB per device exceeds the 3.00 GiB of "
-                                          r"Fake GPU .*; lower the batch$"):
-        memory.check(estimate, FakeDevice(), 3 * 2**30, "lower the batch")
-    assert "cpu devices report no memory limit: not checked" in memory.check(estimate, FakeDevice("cpu"), None, "")
-
-
-def test_forward_bytes_count_every_module_output():
-    head = mlp_head(HeadSpec((8,), 4, use_bn=True))
-    variables = jax.eval_shape(lambda: head.init(jax.random.PRNGKey(0), jnp.zeros((2, 5)), train=True))
-    # dense1 (8) + bn1 (8) + dense2 (4) + the head itself (4) floats, plus the input's 5, per sample.
-    assert memory.forward_bytes_per_sample(head, variables, (5,)) == 4 * (8 + 8 + 4 + 4 + 5)

@@ -1,9 +1,10 @@
 """FUSSL end to end: ``configs/smoke.py:fussl,byol`` through the command line, then the same run
-interrupted after phase 1 (the pseudo-labels) and resumed, which must end with the same numbers."""
+killed inside phase 1 and inside phase 2 and resumed, which must end bit-identical."""
 from __future__ import annotations
 
 import importlib.util
 import json
+import logging
 import os
 import pathlib
 import subprocess
@@ -37,7 +38,9 @@ def cli_run(tmp_path_factory):
 def test_both_phases_run_from_the_command_line_and_record_the_pseudo_labels(cli_run):
     result, workdir, results = cli_run
     assert "final linear_fast: LA" in result.stdout
-    assert "pseudo-labels of 256 samples" in result.stderr and "estimated memory per device" in result.stderr
+    assert "pseudo-labels of 256 samples" in result.stderr
+    for program in ("ensemble", "phase2", "phase2_frozen"):  # the engine's memory plan of each compiled program
+        assert f"memory per device for the {program!r} step: members " in result.stderr
     learner = results["learner"]
     assert [p["kind"] for p in learner["phases"]] == ["ensemble", "phase2", "phase2_frozen"]
     assert learner["evaluated"] == "phase-2 model" and learner["ensemble_size"] == 3
@@ -70,21 +73,42 @@ class Interrupt(Exception):
     pass
 
 
+def _task_digests(workdir) -> list[dict[str, str]]:
+    """The digest of every array of the state saved after each phase (the checkpoints' own record)."""
+    checkpoints = checkpointing.RunCheckpoints(str(workdir))
+    try:
+        return [checkpoints._meta(checkpoints.tasks, phase)["digests"] for phase in checkpoints.task_ids()]
+    finally:
+        checkpoints.close()
+
+
 @pytest.mark.slow
-def test_a_run_stopped_after_the_pseudo_labels_resumes_to_the_same_numbers(cli_run, tmp_path, monkeypatch):
-    _, _, straight = cli_run
-    original = checkpointing.RunCheckpoints.save_task_end
+def test_a_run_killed_inside_the_ensemble_phase_and_inside_phase_2_resumes_bit_identically(
+        cli_run, tmp_path, monkeypatch, caplog):
+    """Killed after the periodic checkpoint at step 15 (phase 1: 32 steps, the m stacked members, their Adam
+    states and EMA targets mid-phase) and at step 50 (the frozen part of phase 2, global steps 40-64)."""
+    _, straight_workdir, straight = cli_run
+    caplog.set_level(logging.INFO)
+    original = checkpointing.RunCheckpoints.save_periodic
+    kills = [15, 50]
 
-    def save_then_die(self, phase, state, meta):
-        original(self, phase, state, meta)
-        if phase == 0:
-            raise Interrupt(phase)
+    def save_then_die(self, step, state, meta):
+        original(self, step, state, meta)
+        if kills and step == kills[0]:
+            raise Interrupt(kills.pop(0))
 
-    monkeypatch.setattr(checkpointing.RunCheckpoints, "save_task_end", save_then_die)
-    with pytest.raises(Interrupt):
-        engine.run(smoke("fussl,byol"), str(tmp_path))
-    monkeypatch.setattr(checkpointing.RunCheckpoints, "save_task_end", original)
+    monkeypatch.setattr(checkpointing.RunCheckpoints, "save_periodic", save_then_die)
+    for _ in range(2):
+        with pytest.raises(Interrupt):
+            engine.run(smoke("fussl,byol"), str(tmp_path))
     resumed = engine.run(smoke("fussl,byol"), str(tmp_path))
+    assert not kills and "at phase 0, step 15" in caplog.text and "at phase 2, step 10" in caplog.text
+    assert not (tmp_path / "checkpoints" / "damaged").exists()  # every restored checkpoint verified
     assert resumed["final"] == straight["final"]
     assert resumed["history"] == straight["history"]
     assert resumed["learner"]["pseudo_labels"] == straight["learner"]["pseudo_labels"]
+    # Every array of the state after each phase (members, phase-2 model, labels) is bit-identical.
+    straight_digests, resumed_digests = _task_digests(straight_workdir), _task_digests(tmp_path)
+    assert len(resumed_digests) == 3 and any("members" in key for key in resumed_digests[0])
+    for phase, (want, got) in enumerate(zip(straight_digests, resumed_digests)):
+        assert checkpointing.first_mismatch(want, got) is None, f"phase {phase}"

@@ -1,5 +1,5 @@
 """The FUSSL learner: one ensemble step against m single-model steps, the frozen stages of phase 2, the
-pseudo-labelling at the end of phase 1, the memory refusal, the cross-class split and the configs.
+pseudo-labelling at the end of phase 1, the engine's memory plan of the ensemble, the cross-class split and the configs.
 
 Model: the smoke config (width-8 ResNet-18, heads at 1/64: 16 pseudo-classes, 16x16 synthetic images,
 batch 32) with BYOL, whose LARS trust ratios, BatchNorm statistics and EMA target are per member;
@@ -21,9 +21,10 @@ import pytest
 
 from jaxcssl import engine, optim, sharding
 from jaxcssl.config import validate
+from jaxcssl.engine import memory as engine_memory
 from jaxcssl.engine.compile import compile_step
 from jaxcssl.errors import ConfigError
-from jaxcssl.fussl import ensemble, memory
+from jaxcssl.fussl import ensemble
 from jaxcssl.fussl import pseudo_labels as pl
 from jaxcssl.learners import continual
 from jaxcssl.learners import fussl as fussl_learner
@@ -230,23 +231,22 @@ def test_the_end_of_phase_1_labels_the_task_from_every_member_and_chooses_the_lo
 
 
 # --- memory ----------------------------------------------------------------------------------------------------
-def test_a_run_that_will_not_fit_is_refused_with_one_line_before_the_workdir(tmp_path, monkeypatch):
-    monkeypatch.setattr(memory, "device_limit", lambda device: 2**20)
-    with pytest.raises(ConfigError, match=r"^fussl: the estimated 0\.\d\d GiB per device exceeds the 0.00 GiB of .*; "
-                                          r"lower train.batch_size, fussl.ensemble_size"):
-        engine.run(smoke("fussl,barlow_twins"), str(tmp_path / "w"))
+def test_the_engine_plan_counts_every_member_and_refuses_with_one_line_before_the_workdir(learner, tmp_path,
+                                                                                          monkeypatch):
+    state = learner.init_state()
+    plan = engine_memory.plan(state, learner.inputs(learner.plan()[0]))
+    single_config = lars_byol()
+    single_config.fussl.ensemble_size = 1
+    single = engine.prepare(single_config)
+    single_plan = engine_memory.plan(single.init_state(), single.inputs(single.plan()[0]))
+    assert plan.items["members"] == 3 * single_plan.items["members"] > 0  # every member whole on every device
+    assert plan.items["classifier"] == single_plan.items["classifier"]  # one phase-2 model whatever m
+    assert plan.items["members"] > max(v for k, v in plan.items.items() if k != "members")
+    monkeypatch.setattr(engine_memory, "device_capacity", lambda: plan.items["members"])  # a device too small
+    with pytest.raises(ConfigError, match=r"^the 'first' step needs .* per device but the device has .*; the largest "
+                                          r"item is members \(.*\): use a smaller fussl.ensemble_size, model.width"):
+        engine.run(lars_byol(), str(tmp_path / "w"))
     assert not (tmp_path / "w").exists()
-
-
-def test_the_estimate_holds_the_exact_state_and_m_times_the_activations(learner):
-    estimate = learner.memory_estimate
-    assert estimate.state == memory.tree_bytes(learner.init_state())
-    assert estimate.data == learner.data.device_images.nbytes
-    config = lars_byol()
-    config.fussl.ensemble_size = 1
-    single = engine.prepare(config).memory_estimate
-    assert estimate.activations == 3 * single.activations
-    assert estimate.gradients == 3 * single.gradients
 
 
 # --- cross-class -----------------------------------------------------------------------------------------------

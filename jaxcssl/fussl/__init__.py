@@ -4,6 +4,5 @@
   errors, the soft-target cross-entropy;
 * :mod:`~jaxcssl.fussl.ensemble` — members stacked on a leading axis, ``2m`` views per sample;
 * :mod:`~jaxcssl.fussl.schedules` — the paper's step schedule, a constant rate, continuation;
-* :mod:`~jaxcssl.fussl.cross_class` — the superclass split of the cross-class study;
-* :mod:`~jaxcssl.fussl.memory` — the per-device memory estimate and the refusal.
+* :mod:`~jaxcssl.fussl.cross_class` — the superclass split of the cross-class study.
 """

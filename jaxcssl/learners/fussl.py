@@ -49,7 +49,7 @@ from jaxcssl.data.augment import preprocess
 from jaxcssl.engine import rng
 from jaxcssl.engine.schedules import TaskCosine
 from jaxcssl.errors import ConfigError
-from jaxcssl.fussl import cross_class, ensemble, memory
+from jaxcssl.fussl import cross_class, ensemble
 from jaxcssl.fussl import pseudo_labels as pl
 from jaxcssl.fussl.schedules import Constant, Continued, StepDecay
 from jaxcssl.learners.base import Learner, Phase
@@ -246,7 +246,6 @@ class FusslLearner(Learner):
             classes_per_superclass=0,  # 0: the dataset's coarse labels (CIFAR-100); k: classes c // k
             seed=-1,                 # -1: the lowest class ids of each superclass pre-train; >= 0: a random half
         ),
-        check_memory=True,           # refuse a run whose per-device estimate exceeds the device's memory
     )
 
     # --- configuration -----------------------------------------------------------------------
@@ -353,8 +352,6 @@ class FusslLearner(Learner):
         if frozen and not any(is_frozen):
             raise ValueError(f"the frozen-stage pattern {frozen[0]!r} matches no parameter")
         self.tx_frozen = make2(optim.ParamRules(frozen=(PREDICTOR, *frozen)))
-        if c.check_memory:
-            self._check_memory()
 
     def _cross_class(self, config, data: builders.Data) -> tuple[builders.Data, list]:
         """Training rows of the pre-training classes; an evaluation split of one task: the held-out classes."""
@@ -504,27 +501,6 @@ class FusslLearner(Learner):
 
     def init_state(self) -> FusslState:
         return sharding.replicate(self._init_host_state(), self.data.mesh)
-
-    def _check_memory(self) -> None:
-        """Print the per-device estimate (:mod:`jaxcssl.fussl.memory`); refuse one that cannot fit."""
-        mesh = self.data.mesh
-        devices = mesh.devices.size
-        state = jax.eval_shape(self._init_host_state)
-        variables = {"params": jax.eval_shape(lambda: self._initial_member()[0])["model"],
-                     "batch_stats": state.classifier.batch_stats["model"]}
-        per_sample = memory.forward_bytes_per_sample(self.method.model, variables, self.data.image_shape)
-        per_sample2 = memory.forward_bytes_per_sample(self.raw_model, variables, self.data.image_shape, _logits)
-        ensemble_images = 2 * self.m * -(-self.batch_size // devices)
-        activations = max(memory.activation_bytes(per_sample, ensemble_images),
-                          memory.activation_bytes(per_sample2, -(-self.phase2_batch // devices)))
-        estimate = memory.Estimate(
-            state=memory.tree_bytes(state), data=int(self.data.device_images.nbytes),
-            gradients=memory.tree_bytes(state.members.params), activations=activations,
-        )
-        device = mesh.devices.flat[0]
-        logging.info(memory.check(estimate, device, memory.device_limit(device),
-                                  "lower train.batch_size, fussl.ensemble_size, model.width or the image size"))
-        self.memory_estimate = estimate
 
     def start_phase(self, state: FusslState, phase: Phase) -> FusslState:
         """Phase 1: members restarted (from the phase-2 model or their own weights), fresh optimiser states;
