@@ -23,6 +23,9 @@ appended to ``<out>/throughput.jsonl`` (one JSON object per line) and ``<out>/th
 (a Markdown table). With several configurations each one runs in its own process, so that peak
 memory and compile times are not shared between them.
 
+``--preset fussl`` (``fussl-cpu-smoke`` on a CPU) times FUSSL's phase-1 ensemble step instead, for
+m = 1 and 3 members (``--ensemble M``): images/s per member, each member seeing the whole batch.
+
 Usage (see benchmarks/README.md)::
 
     python benchmarks/throughput.py --preset cpu-smoke
@@ -57,6 +60,7 @@ import numpy as np  # noqa: E402
 from jaxcssl import engine, replay, sharding, strategies  # noqa: E402
 from jaxcssl.config import PAPER_SETTINGS, paper_config, validate  # noqa: E402
 from jaxcssl.data.augment import augment  # noqa: E402
+from jaxcssl.engine import memory as engine_memory  # noqa: E402
 from jaxcssl.engine.compile import compile_step  # noqa: E402
 from jaxcssl.learners.continual import ContinualLearner, batch_indices  # noqa: E402
 from jaxcssl.methods import REGISTRY as METHODS  # noqa: E402
@@ -106,6 +110,7 @@ class Bench:
     num_devices: int = 1
     # XLA options for this program's compile() (e.g. ("xla_backend_optimization_level", "0")); recorded
     compiler_options: tuple[tuple[str, str], ...] = ()
+    ensemble: int = 0  # > 0: the FUSSL learner's phase-1 step with this many members (strategy "fussl")
 
 
 # -O0 LLVM code generation on CPU: compiles the two smoke programs in about half the time, runs the
@@ -125,6 +130,15 @@ PRESETS: dict[str, tuple[Bench, ...]] = {
               steps=3, warmup=1, repeats=2, samples_per_class=64, compiler_options=_FAST_CPU_COMPILE),
         Bench(strategy="cromo", batch=32, replay=8, dtype="float32", width=8, head_scale=1 / 64, task="later",
               steps=3, warmup=1, repeats=2, samples_per_class=64, compiler_options=_FAST_CPU_COMPILE),
+    ),
+    # FUSSL's ensemble step (phase 1, FUSSL's 1000-d projector): images/s per member, m = 1 vs 3.
+    "fussl": (
+        Bench(strategy="fussl", ensemble=1, batch=256),
+        Bench(strategy="fussl", ensemble=3, batch=256),
+    ),
+    "fussl-cpu-smoke": tuple(
+        Bench(strategy="fussl", ensemble=m, batch=32, dtype="float32", width=8, head_scale=1 / 64, steps=3, warmup=1,
+              repeats=2, samples_per_class=64, compiler_options=_FAST_CPU_COMPILE) for m in (1, 3)
     ),
 }
 
@@ -199,6 +213,13 @@ def make_config(bench: Bench):
     config.strategy.replay_batch = bench.replay
     first_task_samples = classes_per_task[0] * bench.samples_per_class
     config.strategy.samples_per_task = min(config.strategy.samples_per_task, first_task_samples)
+    if bench.ensemble:  # FUSSL: one task of every class, the phase-1 program
+        if bench.task != "first":
+            raise ValueError("--ensemble: the FUSSL ensemble step is a first-task program (--task first)")
+        config.learner.name, config.strategy.name = "fussl", "finetune"
+        config.split.classes_per_task = (sum(classes_per_task),)
+        config.model.norm = "batch"
+        config.fussl.ensemble_size = bench.ensemble
     return validate(config)
 
 
@@ -253,6 +274,8 @@ def measure(bench: Bench, *, breakdown: bool = False, profile_dir: str = "") -> 
     """Build the engine's step for ``bench``, compile it, time it; the JSON record."""
     config = make_config(bench)
     learner = engine.prepare(config)
+    if bench.ensemble:
+        return _measure_ensemble(bench, learner)
     later = bench.task == "later"
     phases = learner.plan()
     if later and len(phases) < 2:
@@ -353,14 +376,54 @@ def measure(bench: Bench, *, breakdown: bool = False, profile_dir: str = "") -> 
     return record
 
 
+def _measure_ensemble(bench: Bench, learner) -> dict[str, Any]:
+    """FUSSL's phase-1 step: ``m`` members vmapped in one program; ``images_per_s`` is per member (each
+    member sees the whole batch, as two views of its own)."""
+    phase = learner.plan()[0]
+    state, data = learner.init_state(), learner.inputs(phase)
+    jax.block_until_ready(state)
+    t0 = time.perf_counter()
+    lowered = compile_step(learner.step_fn(phase.program), learner.data.mesh).lower(state, data)
+    t1 = time.perf_counter()
+    compiled = lowered.compile(dict(bench.compiler_options))
+    t2 = time.perf_counter()
+    state, metrics = compiled(state, data)
+    jax.block_until_ready((state, metrics))
+    t3 = time.perf_counter()
+    for _ in range(bench.warmup - 1):
+        state, metrics = compiled(state, data)
+    rounds, state, metrics = _time_rounds(compiled, state, data, bench.steps, bench.repeats)
+    step_s = statistics.median(rounds)
+    device = learner.data.mesh.devices.flat[0]
+    stats = device.memory_stats() or {}
+    memory = compiled.memory_analysis()
+    return {
+        "date_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "device_kind": device.device_kind, "platform": device.platform, "jax": jax.__version__,
+        "mesh_devices": int(learner.data.mesh.devices.size), "git": _git_revision(),
+        **{k: v for k, v in dataclasses.asdict(bench).items()}, "replay": 0,
+        "compiler_options": dict(bench.compiler_options),
+        "lower_s": t1 - t0, "compile_s": t2 - t1, "first_call_s": t3 - t0,
+        "step_ms": step_s * 1e3, "step_ms_min": min(rounds) * 1e3, "step_ms_max": max(rounds) * 1e3,
+        "images_per_s": bench.batch / step_s, "all_members_images_per_s": bench.ensemble * bench.batch / step_s,
+        "plan_mib": engine_memory.plan(state, data, compiled).total / 2**20,  # what the loop checks
+        "peak_mib": stats["peak_bytes_in_use"] / 2**20 if "peak_bytes_in_use" in stats else None,
+        "xla_mib": (memory.argument_size_in_bytes + memory.output_size_in_bytes - memory.alias_size_in_bytes
+                    + memory.temp_size_in_bytes) / 2**20 if memory is not None else None,
+        "tflops": None, "pct_of_peak": None, "loss": float(np.asarray(metrics["loss"])[-1]),
+        "method_note": "FUSSL phase-1 step; img/s per member (x ensemble for all members)",
+    }
+
+
 def _fmt(value: Any, spec: str) -> str:
     return "n/a" if value is None else format(value, spec)
 
 
 def markdown_row(r: dict[str, Any]) -> str:
     """One row under :data:`MARKDOWN_HEADER`."""
+    strategy = r["strategy"] + (f" m={r['ensemble']}" if r.get("ensemble") else "")
     cells = [
-        r["device_kind"], r["platform"], r["jax"], r["date_utc"].replace("+00:00", ""), r["strategy"], r["method"],
+        r["device_kind"], r["platform"], r["jax"], r["date_utc"].replace("+00:00", ""), strategy, r["method"],
         r["task"], str(r["batch"]), str(r["replay"]), r["dtype"], str(r["width"]), str(r["steps_per_call"]),
         _fmt(r["step_ms"], ".2f"), _fmt(r["images_per_s"], ",.0f"), _fmt(r["lower_s"] + r["compile_s"], ".1f"),
         _fmt(r["peak_mib"], ",.0f"), _fmt(r["tflops"], ".3g"), _fmt(r["pct_of_peak"], ".1f"),
@@ -394,7 +457,7 @@ def _parser() -> argparse.ArgumentParser:
             continue
         kind = {"int": int, "float": float, "str": str}[field.type]
         choices = {"dtype": ("float32", "bfloat16"), "task": ("first", "later"),
-                   "strategy": strategies.REGISTRY.names(), "method": METHODS.names(),
+                   "strategy": (*strategies.REGISTRY.names(), "fussl"), "method": METHODS.names(),
                    "setting": tuple(PAPER_SETTINGS)}.get(field.name)
         p.add_argument(f"--{field.name}", type=kind, default=None, choices=choices,
                        help=f"the preset's value; with --preset none: {field.default!r}")

@@ -2,6 +2,7 @@ r"""A tiny run of the whole pipeline on synthetic data, for tests and a first tr
 
 ``--config=configs/smoke.py:<strategy>[,<ssl method>]``, e.g. ``configs/smoke.py:cromo,byol``.
 Two tasks of two synthetic classes, a width-8 ResNet-18 at 16x16, a few epochs.
+``configs/smoke.py:fussl,<ssl method>`` runs the FUSSL learner instead (one task of four classes).
 """
 from jaxcssl.config import apply_method, base_config
 
@@ -38,4 +39,25 @@ def get_config(arg: str = "cromo,barlow_twins"):
     c.eval.linear_epochs = 2
     c.eval.linear_batch_size = 32
     c.eval.fast_linear_epochs = 20
+    if c.strategy.name == "fussl":
+        fussl_smoke(c)
     return c
+
+
+def fussl_smoke(c):
+    """``configs/smoke.py:fussl,<objective>``: FUSSL on one task of the 4 synthetic classes, both phases."""
+    c.learner.name = "fussl"
+    c.strategy.name = "finetune"
+    c.split.classes_per_task = (4,)
+    c.model.norm = "batch"
+    c.fussl.ensemble_size = 3
+    # The paper's phase 1 (Adam, lr 0.2 then 0.001, weight decay 1e-6), its first epoch at 0.2.
+    c.optim.update(name="adam", base_lr=0.2, base_batch=32, weight_decay=1e-6, warmup_epochs=0)
+    c.fussl.phase1.drop_epochs = 1
+    c.fussl.phase2.epochs = 4
+    c.fussl.phase2.batch_size = 32
+    if c.ssl.method == "wmse":
+        c.ssl.loss.whitening_size = 32  # exceeds the 16 latents (1000 x head_scale)
+    c.train.epochs = 4
+    c.eval.after_task = ("knn", "linear_fast")
+    c.eval.final = ("knn", "linear_fast")

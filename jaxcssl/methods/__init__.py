@@ -8,6 +8,7 @@ reference hyper-parameters, projector, predictor and augmentation preset) and is
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Mapping, Optional
 
 import flax.linen as nn
@@ -17,7 +18,7 @@ from flax.core import FrozenDict
 from jaxcssl.data import augment
 from jaxcssl.methods import barlow_twins, byol, corinfomax, mocov2, simclr, simsiam, swav, vicreg, wmse
 from jaxcssl.methods.base import Embedding, MethodSpec, SSLMethod, SSLModel, ema_momentum, ema_update
-from jaxcssl.models.heads import DistillPredictor, MLPHead, mlp_head, scaled
+from jaxcssl.models.heads import DistillPredictor, HeadSpec, MLPHead, mlp_head, scaled
 from jaxcssl.registry import Registry
 
 REGISTRY: Registry[MethodSpec] = Registry("ssl.method")
@@ -88,18 +89,26 @@ def build_method(
     head_scale: float = 1.0,
     dtype: Any = jnp.float32,
     loss_kwargs: Optional[Mapping[str, Any]] = None,
+    projector: Optional[HeadSpec] = None,
     **options: Any,
 ) -> SSLMethod:
     """Assemble ``name`` with its reference heads around ``backbone``.
 
     ``head_scale`` shrinks every head width (tiny test models); ``loss_kwargs`` and the method
     fields the recipe sets (MoCo's ``queue_size``) default to the reference values of
-    :func:`method_defaults`; ``options`` set or override method fields such as ``distill_temperature`` (SimCLR),
+    :func:`method_defaults`; ``projector`` (full width) replaces the reference projector, and a
+    predictor then maps back to its output width (FUSSL's 1000-d projector for every objective);
+    ``options`` set or override method fields such as ``distill_temperature`` (SimCLR),
     ``queue_size`` (MoCo v2) or ``num_prototypes`` (SwAV).
     """
     spec = _spec(name)
     cls = spec.cls
-    projector = projector_for(name, dataset, scale=head_scale, dtype=dtype)
+    if projector is None:
+        projector = projector_for(name, dataset, scale=head_scale, dtype=dtype)
+    else:
+        if spec.predictor is not None:  # the predictor maps back to the projection's width
+            spec = dataclasses.replace(spec, predictor=dataclasses.replace(spec.predictor, out_dim=projector.out_dim))
+        projector = mlp_head(projector, head_scale, dtype)
     defaults = method_defaults(name, dataset)
     if loss_kwargs is None:
         loss_kwargs = defaults["loss"]

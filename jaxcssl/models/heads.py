@@ -53,6 +53,7 @@ class HeadSpec:
     use_bn: bool = True
     final_bn: bool = False
     out_bias: bool = True
+    l2_normalize: bool = False  # divide the output by its L2 norm (FUSSL's normalised latents)
 
 
 def _uniform(bound: float) -> nn.initializers.Initializer:
@@ -77,7 +78,8 @@ def _batch_norm(train: bool, dtype: Any, name: str) -> nn.BatchNorm:
 
 
 class MLPHead(nn.Module):
-    """``[Dense(-BN)-ReLU] * len(hidden_dims)`` then ``Dense(out_dim)`` and an optional final BN.
+    """``[Dense(-BN)-ReLU] * len(hidden_dims)`` then ``Dense(out_dim)``, an optional final BN and an
+    optional L2 normalisation of the output (no parameters).
 
     Layers are named ``dense{i}``/``bn{i}`` (1-based, the output layer is ``dense{len+1}``).
     """
@@ -88,6 +90,7 @@ class MLPHead(nn.Module):
     final_bn: bool = False
     hidden_bias: bool = True
     out_bias: bool = True
+    l2_normalize: bool = False
     dtype: Any = jnp.float32
 
     @nn.compact
@@ -101,7 +104,10 @@ class MLPHead(nn.Module):
         x = torch_dense(self.out_dim, x.shape[-1], use_bias=self.out_bias, dtype=self.dtype, name=f"dense{last}")(x)
         if self.final_bn:
             x = _batch_norm(train, self.dtype, f"bn{last}")(x)
-        return x.astype(jnp.float32)
+        x = x.astype(jnp.float32)
+        if self.l2_normalize:
+            x = x / jnp.linalg.norm(x, axis=-1, keepdims=True).clip(1e-12)
+        return x
 
 
 class DistillPredictor(nn.Module):
@@ -147,5 +153,6 @@ def mlp_head(spec: HeadSpec, scale: float = 1.0, dtype: Any = jnp.float32) -> ML
         use_bn=spec.use_bn,
         final_bn=spec.final_bn,
         out_bias=spec.out_bias,
+        l2_normalize=spec.l2_normalize,
         dtype=dtype,
     )

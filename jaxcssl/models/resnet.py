@@ -136,6 +136,10 @@ class ResNet(nn.Module):
 
     Submodules are named ``stem_conv``, ``stem_norm`` and ``stage{i}_block{j}`` (1-based); inside a
     block ``conv1..3``, ``norm1..3`` and, when the shape changes, ``proj_conv``/``proj_norm``.
+
+    ``inference_stages=k`` runs the norms of the stem and of stages ``1..k`` in inference mode even
+    when ``train=True``: they use their running statistics and do not update them (the frozen part
+    of a network fine-tuned from its last stages, FUSSL Sec. 4.1.3). 0 (the default): none.
     """
 
     stage_sizes: Sequence[int]
@@ -146,6 +150,7 @@ class ResNet(nn.Module):
     dtype: Any = jnp.float32
     bn_momentum: float = 0.9
     bn_epsilon: float = 1e-5
+    inference_stages: int = 0
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
@@ -158,20 +163,24 @@ class ResNet(nn.Module):
             dtype=self.dtype,
             kernel_init=conv_kernel_init,
         )
-        norm = functools.partial(
-            _make_norm,
-            kind="batch" if self.norm == "batch" else "group",
-            train=train,
-            momentum=self.bn_momentum,
-            epsilon=self.bn_epsilon,
-            dtype=self.dtype,
-        )
+
+        def norm(stage: int) -> Callable[..., nn.Module]:
+            """The norm factory of ``stage`` (1-based; the stem goes with stage 1)."""
+            return functools.partial(
+                _make_norm,
+                kind="batch" if self.norm == "batch" else "group",
+                train=train and stage > self.inference_stages,
+                momentum=self.bn_momentum,
+                epsilon=self.bn_epsilon,
+                dtype=self.dtype,
+            )
+
         if self.stem == "cifar":
             x = conv(self.width, (3, 3), 1, padding=1, name="stem_conv")(x)
-            x = nn.relu(norm(self.width, name="stem_norm")(x))
+            x = nn.relu(norm(1)(self.width, name="stem_norm")(x))
         else:
             x = conv(self.width, (7, 7), 2, padding=3, name="stem_conv")(x)
-            x = nn.relu(norm(self.width, name="stem_norm")(x))
+            x = nn.relu(norm(1)(self.width, name="stem_norm")(x))
             x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
         block_cls = BasicBlock if self.block == "basic" else BottleneckBlock
         for i, num_blocks in enumerate(self.stage_sizes):
@@ -180,7 +189,7 @@ class ResNet(nn.Module):
                     filters=self.width * 2**i,
                     strides=2 if i > 0 and j == 0 else 1,
                     conv=conv,
-                    norm=norm,
+                    norm=norm(i + 1),
                     name=f"stage{i + 1}_block{j + 1}",
                 )(x)
         return jnp.mean(x.astype(jnp.float32), axis=(1, 2))
