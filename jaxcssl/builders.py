@@ -70,7 +70,8 @@ def build_ssl_method(config) -> SSLMethod:
     return build_method(
         config.ssl.method, dataset=config.dataset.name, backbone=build_backbone(config),
         head_scale=config.model.head_scale, dtype=DTYPES[config.model.dtype],
-        loss_kwargs=config.ssl.loss.to_dict() or None, **config.ssl.options.to_dict(),
+        loss_kwargs=config.ssl.loss.to_dict() or None, projector_dims=tuple(config.ssl.projector_dims),
+        **config.ssl.options.to_dict(),
     )
 
 

@@ -8,7 +8,8 @@ reference hyper-parameters, projector, predictor and augmentation preset) and is
 """
 from __future__ import annotations
 
-from typing import Any, Mapping, Optional
+import dataclasses
+from typing import Any, Mapping, Optional, Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -88,17 +89,25 @@ def build_method(
     head_scale: float = 1.0,
     dtype: Any = jnp.float32,
     loss_kwargs: Optional[Mapping[str, Any]] = None,
+    projector_dims: Sequence[int] = (),
     **options: Any,
 ) -> SSLMethod:
     """Assemble ``name`` with its reference heads around ``backbone``.
 
     ``head_scale`` shrinks every head width (tiny test models); ``loss_kwargs`` default to the
-    reference values of :func:`method_defaults`; ``options`` set method fields such as
-    ``distill_temperature`` (SimCLR), ``queue_size`` (MoCo v2) or ``num_prototypes`` (SwAV).
+    reference values of :func:`method_defaults`; ``projector_dims`` (hidden widths then the output
+    width, at full width) replace the reference projector's widths and keep its layout (``()``: the
+    reference's); ``options`` set method fields such as ``distill_temperature`` (SimCLR),
+    ``queue_size`` (MoCo v2) or ``num_prototypes`` (SwAV).
     """
     spec = _spec(name)
     cls = spec.cls
-    projector = projector_for(name, dataset, scale=head_scale, dtype=dtype)
+    if projector_dims:
+        layout = spec.projector_spec(dataset)
+        dims = tuple(int(d) for d in projector_dims)
+        projector = mlp_head(dataclasses.replace(layout, hidden_dims=dims[:-1], out_dim=dims[-1]), head_scale, dtype)
+    else:
+        projector = projector_for(name, dataset, scale=head_scale, dtype=dtype)
     if loss_kwargs is None:
         loss_kwargs = method_defaults(name, dataset)["loss"]
     fields = set(cls.__dataclass_fields__)
