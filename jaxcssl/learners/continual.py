@@ -91,6 +91,15 @@ def batch_indices(phase_step: jax.Array, inputs: TaskInputs, batch_size: int) ->
     return inputs.indices[row][take]
 
 
+def target_momentum(step: jax.Array, phase_step: jax.Array, total_steps: int, phase_steps: jax.Array,
+                    base: float, final: float, per_task: bool) -> jax.Array:
+    """The EMA target's momentum at this step: BYOL's cosine from ``base`` to ``final`` over the run, or
+    restarted at every phase (``per_task``, solo-learn's per-task runs)."""
+    if per_task:  # the phase's progress, as the step of a one-step run
+        return ema_momentum(phase_step / phase_steps, 1, base, final)
+    return ema_momentum(step, total_steps, base, final)
+
+
 def _copy(tree: Pytree) -> Pytree:
     return jax.tree_util.tree_map(jnp.array, tree)
 
@@ -285,10 +294,8 @@ class ContinualLearner(Learner):
             updates, opt_state = tx.update(grads, opt_state, state.params)
             params = optax.apply_updates(state.params, updates)
             if method.uses_target:
-                if ema_per_task:  # the phase's progress, as the step of a one-step run
-                    momentum = ema_momentum(state.phase_step / inputs.num_steps, 1, ema_base, ema_final)
-                else:
-                    momentum = ema_momentum(state.step, total_steps, ema_base, ema_final)
+                momentum = target_momentum(state.step, state.phase_step, total_steps, inputs.num_steps, ema_base,
+                                           ema_final, ema_per_task)
                 target = model_state.target
                 model_state = model_state.replace(
                     target={**target, "params": ema_update(target["params"], params["model"], momentum)}

@@ -249,14 +249,14 @@ class Kaizen(Distilling):
 
     def first_task_loss(self, method, params, state, batch, ctx):
         """``w_SSL·L_SSL + L_C^CT`` on the current batch."""
-        return self._loss(method, params, state, batch, ctx, distil=False)
+        return self._loss(method, params, state, batch, ctx, later=False)
 
     def loss(self, method, params, state, batch, ctx):
-        return self._loss(method, params, state, batch, ctx, distil=True)
+        return self._loss(method, params, state, batch, ctx, later=True)
 
-    def _loss(self, method, params, state, batch, ctx, *, distil: bool):
+    def _loss(self, method, params, state, batch, ctx, *, later: bool):
         x1, x2, labels = batch.view1, batch.view2, batch.labels
-        if batch.memory1 is not None:
+        if later and batch.memory1 is not None:
             x1, x2 = concat(x1, batch.memory1), concat(x2, batch.memory2)
             labels = concat(labels, batch.memory_labels)
         e1, state = online(method, params, state, x1)
@@ -265,7 +265,7 @@ class Kaizen(Distilling):
         logits = [self.classify(params["classifier"], jax.lax.stop_gradient(e.features)) for e in (e1, e2)]
         ce = masked_cross_entropy(logits[0], labels) + masked_cross_entropy(logits[1], labels)
         total, metrics = self.ssl_weight * ssl + ce, {"ssl": ssl, "ce": ce}
-        if not distil or (self.feature_distill_weight == 0 and self.classifier_distill_weight == 0):
+        if not later or (self.feature_distill_weight == 0 and self.classifier_distill_weight == 0):
             return total, (metrics, state)
         old = [old_embed(method, ctx.old, x, self.old_model_bn) for x in (x1, x2)]
         if self.feature_distill_weight > 0:
