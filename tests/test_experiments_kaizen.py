@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib.util
 import pathlib
+import sys
 
 import pytest
 
@@ -20,6 +21,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 def _load(path: pathlib.Path):
     spec = importlib.util.spec_from_file_location(path.stem + "_under_test", path)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up by name
     spec.loader.exec_module(module)
     return module
 
@@ -153,3 +155,11 @@ def test_the_poster_claims_follow_from_its_published_numbers():
             assert rows["kaizen"][metric] > rows["cassle"][metric] > rows["no_distill"][metric], (objective, metric)
     # SimCLR's continual gap (+14.4) exceeds the "up to 13.8%": the poster's claim quotes MoCo v2+.
     assert round(100 * gap["simclr"]["continual"], 1) == 14.4
+
+
+def test_the_throughput_preset_builds_kaizens_later_task_step_config():
+    throughput = _load(ROOT / "benchmarks" / "throughput.py")
+    (bench,) = throughput.PRESETS["kaizen"]
+    config = throughput.make_config(bench)
+    assert (config.strategy.name, config.ssl.method, bench.task) == ("kaizen", "mocov2", "later")
+    assert (config.train.batch_size, config.strategy.kaizen.replay_batch) == (256, 32)
