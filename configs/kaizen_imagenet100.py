@@ -1,5 +1,8 @@
-r"""Kaizen on ImageNet-100, 5 tasks of 20 classes: ``--config=configs/kaizen_imagenet100.py:<objective>[,<variant>]
---config.dataset.path=<imagenet-100 folder or archive>`` (``<split>/<class>/*.JPEG``).
+r"""Kaizen on ImageNet-100, 5 tasks of 20 classes: ``--config=configs/kaizen_imagenet100.py:<objective>[,<variant>]``.
+
+ImageNet-100 comes from TFDS (``--config.dataset.data_dir=...``) or, with
+``--config.dataset.source=image_folder --config.dataset.path=...``, from a folder or archive of
+``<split>/<class>/*.JPEG``.
 
 Objectives and variants as ``configs/kaizen_cifar100.py``, whose recipe this is, with what ImageNet-100
 changes. The authors publish no ImageNet-100 script; the budget is CaSSLe's ImageNet-100
@@ -19,7 +22,7 @@ _spec.loader.exec_module(kaizen_cifar100)
 
 def get_config(arg: str = "mocov2"):
     c = kaizen_cifar100.get_config(arg)
-    c.dataset.update(name="imagenet100", source="image_folder", image_size=224)
+    c.dataset.update(name="imagenet100", image_size=224)
     c.model.stem = "imagenet"
     c.train.update(batch_size=128, epochs=400)
     return c
