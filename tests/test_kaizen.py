@@ -292,6 +292,7 @@ def test_the_learner_saves_the_selection_and_sizes_memory_and_replay_batch_from_
     np.testing.assert_array_equal(buffer.images, learner.data.dataset.x_train[plan])
     np.testing.assert_array_equal(buffer.labels, labels[plan])
     assert np.sum(labels >= 0) == len(labels) // 2
+    np.testing.assert_array_equal(learner.inputs(learner.plan()[1]).labels, labels)  # what the step reads
     assert leaves_equal(state.strategy_state["old_classifier"], state.params["classifier"])
     config.strategy.kaizen.replay_batch = 16  # more than the 12 samples held
     assert engine.prepare(config).memory_spec.replay_batch == 12
