@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from test_cli import run_cli
 
 from jaxcssl import engine, replay
 from jaxcssl.config import base_config, validate
@@ -407,3 +408,18 @@ def test_the_continual_metrics_on_a_hand_made_matrix():
     # Forgetting measures from the best earlier accuracy, not the first one.
     assert continual.average_forgetting([[0.5, None, None], [0.6, 0.7, None], [0.2, 0.7, 0.9]]) == \
         pytest.approx(((0.6 - 0.2) + 0.0) / 2)
+
+
+@pytest.mark.parametrize("config,overrides,line", [
+    ("configs/smoke.py:kaizen,barlow_twins", [],
+     "strategy.name='kaizen' supports ssl.method byol, mocov2, simclr, vicreg (the objectives of its reference), "
+     "not 'barlow_twins'"),
+    ("configs/smoke.py:kaizen,simclr", ["--config.strategy.kaizen.replay_fraction=0.01"],
+     "strategy.kaizen.replay_fraction=0.01 keeps no sample of the first task (its smallest class has 64 training "
+     "samples); raise it, or 0 for no replay"),
+])
+def test_the_command_line_refuses_bad_settings_in_one_line_without_a_workdir(config, overrides, line, tmp_path):
+    result = run_cli(config, tmp_path / "w", *overrides)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == f"jaxcssl: error: {line}"
+    assert not (tmp_path / "w").exists()
