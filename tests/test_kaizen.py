@@ -221,6 +221,34 @@ def test_the_loss_is_its_four_terms_and_the_classifier_terms_spare_the_encoder(o
     np.testing.assert_allclose(value, metrics["ssl"] + ce, rtol=1e-5)
 
 
+def test_mocov2s_ssl_term_is_the_methods_own_with_its_per_view_queues_and_the_replay_keys():
+    """``L_SSL`` of MoCo v2+ on ``[x_t; x_M]`` is ``½(L(q¹, k²; Q²) + L(q², k¹; Q¹))`` against the queues
+    before the step, and each view's B + R keys enter its own queue, in order, at the pointer."""
+    strategy, method = make_strategy("mocov2")
+    params, state, batch, ctx = make_inputs(strategy, method)
+    metrics, new_state = jax.jit(lambda *a: strategy.loss(method, *a)[1])(params, state, batch, ctx)
+    x = [jnp.concatenate([batch.view1, batch.memory1]), jnp.concatenate([batch.view2, batch.memory2])]
+    q = [_normalise(np.float64(method.embed(params["model"], state.batch_stats["model"], v)[0].projection))
+         for v in x]
+    k = [_normalise(np.float64(method.embed(state.target["params"], state.target["batch_stats"], v)[0].projection))
+         for v in x]
+    queues, t = np.float64(state.loss_state["ssl"]["queue"]), method.loss_kwargs["temperature"]
+    assert queues.shape == (2, 16, q[0].shape[1])
+
+    def moco(query, key, queue):  # -log softmax of the positive among [positive, queue] (cosines / t)
+        logits = np.concatenate([np.sum(query * key, -1, keepdims=True), query @ _normalise(queue).T], 1) / t
+        return -np.mean(_log_softmax(logits)[:, 0])
+
+    np.testing.assert_allclose(metrics["ssl"], 0.5 * (moco(q[0], k[1], queues[1]) + moco(q[1], k[0], queues[0])),
+                               rtol=1e-5)
+    after = new_state.loss_state["ssl"]
+    n = B + R
+    assert int(after["ptr"]) == n
+    for view in (0, 1):
+        np.testing.assert_allclose(after["queue"][view][:n], k[view], atol=1e-5)
+        np.testing.assert_array_equal(after["queue"][view][n:], state.loss_state["ssl"]["queue"][view][n:])
+
+
 def test_the_baselines_switch_terms_off_and_name_themselves():
     def label(**kaizen):
         return make_strategy("simclr", **kaizen)[0].report_label()
