@@ -6,7 +6,7 @@ Every step after the first task, on the current batch ``x_t`` concatenated with 
 ``L = w_SSL·L_SSL + λ·L_FE^KD + L_C^CT + w_C·L_C^KD``
 
 * ``L_SSL``: the objective's own loss (``method.ssl_loss``) on ``[x_t; x_M]``: replay samples are extra
-  SSL samples, and MoCo's replay keys enter its queue;
+  SSL samples, and MoCo v2+'s replay keys enter its per-view queues (the method's own loss and state);
 * ``L_FE^KD``: CaSSLe's predictor ``h`` maps the current projections onto the frozen previous
   model's, with the reference's distance and λ per objective (BYOL ``2 − 2cos``, λ 1; SimCLR and
   MoCo v2+ symmetric InfoNCE, τ 0.2, λ 1; VICReg MSE, λ 25);
