@@ -125,6 +125,9 @@ PRESETS: dict[str, tuple[Bench, ...]] = {
         Bench(strategy="cromo", batch=256, replay=64, task="later"),
     ),
     # A width-8 ResNet-18 with 1/64 heads on 32x32 inputs, float32: checks the harness on 2 CPU cores.
+    # Kaizen with MoCo v2+, later-task step: batch 256 + replay 32 through the current and the old model,
+    # EMA target, queue, distillation predictor and classifier.
+    "kaizen": (Bench(strategy="kaizen", method="mocov2", batch=256, replay=32, task="later"),),
     "cpu-smoke": (
         Bench(strategy="finetune", batch=32, dtype="float32", width=8, head_scale=1 / 64, task="first",
               steps=3, warmup=1, repeats=2, samples_per_class=64, compiler_options=_FAST_CPU_COMPILE),
@@ -211,6 +214,7 @@ def make_config(bench: Bench):
     config.train.steps_per_call = bench.steps_per_call
     config.train.num_devices = bench.num_devices
     config.strategy.replay_batch = bench.replay
+    config.strategy.kaizen.replay_batch = bench.replay
     first_task_samples = classes_per_task[0] * bench.samples_per_class
     config.strategy.samples_per_task = min(config.strategy.samples_per_task, first_task_samples)
     if bench.ensemble:  # FUSSL: one task of every class, the phase-1 program

@@ -28,6 +28,11 @@ def get_config(arg: str = "cromo,barlow_twins"):
         c.ssl.options.num_prototypes = 16
     if c.ssl.method == "wmse":
         c.ssl.loss.whitening_size = 16
+    if c.strategy.name == "kaizen":  # 10% of each class replayed (1% of 64 is none); its classifier scored as it is
+        c.strategy.kaizen.replay_fraction = 0.1
+        c.strategy.kaizen.replay_batch = 8
+        c.eval.after_task = ("head", "knn")
+        c.eval.final = ("head", "knn", "linear_fast")
     c.train.batch_size = 32
     c.train.epochs = 3
     c.train.log_every_steps = 4

@@ -18,6 +18,7 @@ from jax.sharding import Mesh
 from jaxcssl import sharding
 from jaxcssl.data import augment, datasets, splits
 from jaxcssl.errors import ConfigError
+from jaxcssl.methods import REGISTRY as METHODS
 from jaxcssl.methods import SSLMethod, build_method, method_defaults
 from jaxcssl.models import resnet
 
@@ -70,10 +71,15 @@ def build_backbone(config) -> resnet.ResNet:
 
 
 def build_ssl_method(config) -> SSLMethod:
+    projector = None
+    if config.ssl.projector_dims:  # the reference projector's layout with other widths (hidden..., output)
+        dims = tuple(int(d) for d in config.ssl.projector_dims)
+        layout = METHODS.get(config.ssl.method).projector_spec(config.dataset.name)
+        projector = dataclasses.replace(layout, hidden_dims=dims[:-1], out_dim=dims[-1])
     return build_method(
         config.ssl.method, dataset=config.dataset.name, backbone=build_backbone(config),
         head_scale=config.model.head_scale, dtype=DTYPES[config.model.dtype],
-        loss_kwargs=config.ssl.loss.to_dict() or None, **config.ssl.options.to_dict(),
+        loss_kwargs=config.ssl.loss.to_dict() or None, projector=projector, **config.ssl.options.to_dict(),
     )
 
 

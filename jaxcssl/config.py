@@ -156,7 +156,10 @@ def base_config() -> ml_collections.ConfigDict:
         method="barlow_twins",
         loss=ml_collections.ConfigDict(),     # loss keyword arguments ({} = the method's reference values)
         options=ml_collections.ConfigDict(),  # method fields, e.g. distill_temperature, queue_size
-        ema_base=0.99,                        # BYOL / MoCo target momentum, cosine to 1 over the run
+        ema_base=0.99,                        # BYOL / MoCo target momentum, cosine to ema_final over the run
+        ema_final=1.0,                        # the target momentum the cosine ends at
+        ema_per_task=False,                   # restart the momentum cosine at every task (solo-learn, CaSSLe, Kaizen)
+        projector_dims=(),                    # projector widths (hidden..., output) at full width; () = the method's
     ))
     c.augment = ml_collections.ConfigDict(dict(
         preset="",      # "" = the SSL method's reference augmentations
@@ -188,6 +191,7 @@ def base_config() -> ml_collections.ConfigDict:
         eta=0.02,                    # LARS trust coefficient
         clip_lr=True,                # LARS clipping (solo-learn clip_lr)
         warmup_epochs=0,
+        warmup_start_lr=0.0,         # the rate the linear warm-up starts from (solo-learn's warmup_start_lr: 0.003)
         final_lr=0.0,
         later_task_lr_factor=1.0,    # 0.1 = lr/10 for tasks after the first
         # Parameter groups by path (regex on e.g. "model/backbone/.*", "distill/.*"; first match wins):
@@ -391,11 +395,17 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     _positive("model.width", config.model.width)
     _positive("model.head_scale", config.model.head_scale)
     _one_of("ssl.method", config.ssl.method, methods.REGISTRY.names())
+    if not 0.0 <= config.ssl.ema_base <= config.ssl.ema_final <= 1.0:
+        raise ConfigError(f"ssl.ema_base={config.ssl.ema_base!r} and ssl.ema_final={config.ssl.ema_final!r} "
+                          "must satisfy 0 <= ema_base <= ema_final <= 1")
+    if not all(isinstance(d, int) and d > 0 for d in config.ssl.projector_dims):
+        raise ConfigError(f"ssl.projector_dims={tuple(config.ssl.projector_dims)!r} must be positive integers "
+                          "(hidden widths, then the output width)")
     _check_loss(config)
     _one_of("optim.name", config.optim.name, optim.OPTIMIZERS)
     for key in ("base_lr", "base_batch", "eta"):
         _positive(f"optim.{key}", config.optim[key])
-    for key in ("weight_decay", "warmup_epochs", "final_lr", "later_task_lr_factor"):
+    for key in ("weight_decay", "warmup_epochs", "warmup_start_lr", "final_lr", "later_task_lr_factor"):
         _nonnegative(f"optim.{key}", config.optim[key])
     if not 0.0 <= config.optim.momentum < 1.0:
         raise ConfigError(f"optim.momentum={config.optim.momentum!r} must lie in [0, 1)")

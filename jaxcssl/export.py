@@ -1,9 +1,12 @@
-"""Export a run's trained backbone to one file, and load it back as a feature function.
+"""Export a run's trained backbone (and its classifier) to one file, and load it back as a feature
+function (or a class predictor).
 
     from jaxcssl import export
     export.export_backbone("workdirs/cromo", "cromo_resnet18.msgpack")      # the last task's backbone
     apply_fn, variables = export.load_backbone("cromo_resnet18.msgpack")
     features = apply_fn(variables, images)  # uint8 [B, H, W, C] (or float in [0, 1]) -> float32 [B, D]
+    predict, variables = export.load_classifier("kaizen_resnet18.msgpack")  # a run with a classifier (Kaizen)
+    classes = predict(variables, images)    # -> int32 [B], class ids (spec["classifier"]["class_names"])
 
 ``apply_fn`` is jitted and includes the run's evaluation preprocessing (bilinear resize to the
 training image size when the size differs, scaling to [0, 1], per-channel normalisation with the
@@ -11,9 +14,12 @@ run's mean/std) and the backbone in evaluation mode (BatchNorm running statistic
 the engine's evaluation computes (:meth:`jaxcssl.methods.SSLMethod.features` of the preprocessed images).
 
 File format: one flax msgpack file holding ``{"format": FORMAT, "spec": <JSON text>, "variables":
-{"params", "batch_stats"}}``. ``spec`` is what rebuilds the network (backbone, width, stem, norm,
+{"params", "batch_stats"}}`` and, for a run whose strategy trains a deployable classifier on the
+backbone's features (:meth:`jaxcssl.learners.base.Learner.classifier`), ``"classifier": {"spec":
+<JSON text>, "params"}``. ``spec`` is what rebuilds the network (backbone, width, stem, norm,
 compute dtype, image size and channels, normalisation mean/std, feature dimension) plus where the
-weights came from. msgpack rather than orbax: a single file to copy or attach, read back in one
+weights came from; the classifier's spec is its MLP (``hidden_dims``, ``num_classes``, Dense-ReLU
+layers then a Dense) and the dataset's ``class_names``. msgpack rather than orbax: a single file to copy or attach, read back in one
 call without a target pytree, device mesh or checkpoint directory (``msgpack_restore`` returns the
 nested dict of NumPy arrays), with only flax and NumPy.
 """
@@ -31,6 +37,7 @@ from flax import serialization
 from jaxcssl import builders, evaluate
 from jaxcssl.data.augment import preprocess
 from jaxcssl.models import resnet
+from jaxcssl.models.heads import MLPHead
 
 FORMAT = "jaxcssl.backbone/1"
 _FACTORIES = {"resnet18": resnet.resnet18, "resnet50": resnet.resnet50}
@@ -82,6 +89,11 @@ def export_backbone(workdir: str, out_path: str, task: int | None = None, *,
     variables = restored.learner.backbone_variables(restored.state)
     payload = {"format": FORMAT, "spec": json.dumps(backbone_spec(restored, variables), indent=1),
                "variables": variables}
+    classifier = restored.learner.classifier(restored.state)
+    if classifier is not None:
+        spec, params = classifier
+        spec = {**spec, "class_names": list(restored.learner.data.dataset.class_names)}
+        payload["classifier"] = {"spec": json.dumps(spec, indent=1), "params": params}
     os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
     tmp = f"{out_path}.tmp-{os.getpid()}"  # then renamed: a reader never sees half a file
     with open(tmp, "wb") as f:
@@ -90,12 +102,17 @@ def export_backbone(workdir: str, out_path: str, task: int | None = None, *,
     return out_path
 
 
-def read_backbone(path: str) -> tuple[dict[str, Any], dict[str, Pytree]]:
-    """``(spec, variables)`` of an exported file; variables as NumPy arrays."""
+def _read(path: str) -> dict[str, Any]:
     with open(path, "rb") as f:
         payload = serialization.msgpack_restore(f.read())
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ValueError(f"{path!r} is not a jaxcssl backbone export (format {FORMAT!r})")
+    return payload
+
+
+def read_backbone(path: str) -> tuple[dict[str, Any], dict[str, Pytree]]:
+    """``(spec, variables)`` of an exported file; variables as NumPy arrays."""
+    payload = _read(path)
     variables = payload["variables"]
     return json.loads(payload["spec"]), {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}
 
@@ -117,3 +134,27 @@ def load_backbone(path: str) -> tuple[ApplyFn, dict[str, Pytree]]:
         return model.apply(variables, preprocess(images, size, mean, std), train=False)
 
     return apply_fn, jax.tree_util.tree_map(jnp.asarray, variables)
+
+
+def read_classifier(path: str) -> tuple[dict[str, Any], dict[str, Pytree]]:
+    """``(classifier spec, params)`` of an exported file that carries a classifier."""
+    payload = _read(path)
+    if "classifier" not in payload:
+        raise ValueError(f"{path!r} holds no classifier: its run trained none (e.g. strategy 'kaizen' does)")
+    return json.loads(payload["classifier"]["spec"]), payload["classifier"]["params"]
+
+
+def load_classifier(path: str) -> tuple[ApplyFn, dict[str, Pytree]]:
+    """``(predict_fn, variables)``: ``predict_fn(variables, images)`` -> int32 class ids, the argmax of
+    the exported classifier over the backbone's features (the images as :func:`load_backbone` takes
+    them); ``variables = {"backbone": ..., "classifier": ...}``."""
+    apply_fn, backbone = load_backbone(path)
+    spec, params = read_classifier(path)
+    head = MLPHead(hidden_dims=tuple(spec["hidden_dims"]), out_dim=spec["num_classes"], use_bn=False)
+
+    @jax.jit
+    def predict_fn(variables: Pytree, images: jax.Array) -> jax.Array:
+        logits = head.apply({"params": variables["classifier"]}, apply_fn(variables["backbone"], images), train=False)
+        return jnp.argmax(logits, axis=-1).astype(jnp.int32)
+
+    return predict_fn, {"backbone": backbone, "classifier": jax.tree_util.tree_map(jnp.asarray, params)}

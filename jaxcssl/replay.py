@@ -1,9 +1,11 @@
 """Fixed-capacity replay memory held as device arrays, with pure jitted insert and sample.
 
-Two ways to fill it:
+Three ways to fill it:
 - :func:`insert_task`: at the end of a task, save ``num_samples`` of the task's samples chosen
   uniformly without replacement (CroMo-Mixup Sec. 4 and Table 6: 500/500/100/100 per task; the
   reference's ``np.random.choice(..., replace=False)``).
+- :func:`insert_indices`: save given samples, in the given order (a selection made elsewhere, e.g.
+  Kaizen's first 1% of each class).
 - :func:`reservoir_insert`: reservoir sampling over a stream (Vitter, 1985, algorithm R), as ER/DER
   and online SSL memories do, so the memory is a uniform sample of everything offered so far.
 
@@ -149,6 +151,43 @@ def _insert_task(buffer, key, images, labels, indices, task_id, features, num_sa
     task_ids = jnp.full((num_samples,), task_id, jnp.int32)
     buffer = _write(buffer, slots, images[chosen], labels[chosen], task_ids, features[chosen])
     return buffer.replace(count=jnp.minimum(buffer.count + num_samples, buffer.capacity))
+
+
+def insert_indices(
+    buffer: ReplayBuffer,
+    images: jax.Array,
+    labels: jax.Array,
+    indices: jax.Array,
+    task_id: int | jax.Array,
+    features: jax.Array | None = None,
+) -> ReplayBuffer:
+    """Save the samples ``indices`` (rows of ``images``/``labels``), in that order, into slots
+    ``[count, count + len(indices))``.
+
+    Raises ValueError when they do not fit; inside ``jax.jit`` samples beyond the capacity are
+    dropped. ``features`` (optional) has one row per image, as in :func:`insert_task`.
+    """
+    indices = jnp.asarray(indices)
+    _check_images(buffer, images, "insert_indices")
+    if labels.shape != images.shape[:1]:
+        raise ValueError(f"insert_indices: labels must be [{images.shape[0]}] like images, got {list(labels.shape)}")
+    if indices.ndim != 1:
+        raise ValueError(f"insert_indices: indices must be 1-D, got shape {list(indices.shape)}")
+    count = _concrete_int(buffer.count)
+    if count is not None and count + indices.shape[0] > buffer.capacity:
+        raise ValueError(f"insert_indices: {indices.shape[0]} samples do not fit, the buffer holds {count} of its "
+                         f"capacity {buffer.capacity}")
+    features = _features_or_zeros(buffer, features, images.shape[0], "insert_indices")
+    return _insert_indices(buffer, images, labels, indices, jnp.asarray(task_id, jnp.int32), features)
+
+
+@jax.jit
+def _insert_indices(buffer, images, labels, indices, task_id, features):
+    n = indices.shape[0]
+    slots = buffer.count + jnp.arange(n, dtype=jnp.int32)
+    task_ids = jnp.full((n,), task_id, jnp.int32)
+    buffer = _write(buffer, slots, images[indices], labels[indices], task_ids, features[indices])
+    return buffer.replace(count=jnp.minimum(buffer.count + n, buffer.capacity))
 
 
 def reservoir_insert(

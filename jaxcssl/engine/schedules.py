@@ -15,21 +15,26 @@ import jax.numpy as jnp
 
 @flax.struct.dataclass
 class TaskCosine:
-    """Per-task schedule: linear warm-up to ``peak_lr`` over ``warmup_steps``, then cosine to ``final_lr``.
+    """Per-task schedule: linear warm-up from ``start_lr`` to ``peak_lr`` over ``warmup_steps``, then
+    cosine to ``final_lr``.
 
-    ``lr(s) = peak·(s+1)/W`` for ``s < W``, else ``final + (peak − final)·½(1 + cos(π·(s − W)/(T − W)))``
-    (T = ``total_steps``; the cosine is clipped at its end). CroMo-Mixup App. D.1: a cosine restarted
-    for every task; BYOL's reference warms up for 10 epochs.
+    ``lr(s) = start + (peak − start)·(s+1)/W`` for ``s < W``, else
+    ``final + (peak − final)·½(1 + cos(π·(s − W)/(T − W)))`` (T = ``total_steps``; the cosine is clipped
+    at its end). CroMo-Mixup App. D.1: a cosine restarted for every task; BYOL's reference warms up for
+    10 epochs from 0; solo-learn's (CaSSLe, Kaizen) from ``warmup_start_lr`` = 0.003.
     """
 
     total_steps: jax.Array  # int32 []
     warmup_steps: jax.Array  # int32 []
     peak_lr: jax.Array  # float32 []
     final_lr: jax.Array  # float32 []
+    start_lr: jax.Array  # float32 []: the rate the warm-up starts from
 
     @classmethod
-    def create(cls, total_steps: int, warmup_steps: int, peak_lr: float, final_lr: float) -> "TaskCosine":
-        return cls(jnp.int32(total_steps), jnp.int32(warmup_steps), jnp.float32(peak_lr), jnp.float32(final_lr))
+    def create(cls, total_steps: int, warmup_steps: int, peak_lr: float, final_lr: float,
+               start_lr: float = 0.0) -> "TaskCosine":
+        return cls(jnp.int32(total_steps), jnp.int32(warmup_steps), jnp.float32(peak_lr), jnp.float32(final_lr),
+                   jnp.float32(start_lr))
 
     def learning_rate(self, step: jax.Array) -> jax.Array:
         step = jnp.asarray(step, jnp.float32)
@@ -37,7 +42,7 @@ class TaskCosine:
         decay = jnp.maximum(jnp.asarray(self.total_steps, jnp.float32) - warmup, 1.0)
         progress = jnp.clip((step - warmup) / decay, 0.0, 1.0)
         cosine = self.final_lr + (self.peak_lr - self.final_lr) * 0.5 * (1.0 + jnp.cos(jnp.pi * progress))
-        warm = self.peak_lr * (step + 1.0) / jnp.maximum(warmup, 1.0)
+        warm = self.start_lr + (self.peak_lr - self.start_lr) * (step + 1.0) / jnp.maximum(warmup, 1.0)
         return jnp.where(step < warmup, warm, cosine)
 
     def __call__(self, step: jax.Array) -> dict[str, jax.Array]:

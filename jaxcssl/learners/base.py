@@ -25,7 +25,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 from collections.abc import Callable, Hashable
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Optional
 
 import jax
 
@@ -123,6 +123,11 @@ class Learner(abc.ABC):
     @abc.abstractmethod
     def backbone_variables(self, state: Pytree) -> dict[str, Pytree]:
         """``{"params", "batch_stats"}`` of the backbone (export)."""
+
+    def classifier(self, state: Pytree) -> Optional[tuple[dict[str, Any], Pytree]]:
+        """The deployable classifier on the backbone's features (export): ``(spec, params)``, or ``None``."""
+        del state
+        return None
 
     def results(self, state: Pytree) -> dict[str, Any]:
         """Learner-specific numbers for ``results.json`` (its ``learner`` block); ``{}``: none."""

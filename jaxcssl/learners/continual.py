@@ -12,10 +12,13 @@ the optimiser, move the EMA target. At the end of a phase: snapshot the model in
 
 The first-task guard lives here, once: before any task has ended the step calls
 :meth:`~jaxcssl.strategies.base.Strategy.first_task_loss` (plain SSL unless the strategy says
-otherwise), afterwards :meth:`~jaxcssl.strategies.base.Strategy.loss`.
+otherwise), afterwards :meth:`~jaxcssl.strategies.base.Strategy.loss`. With
+``train.reinit_each_task`` every phase starts from the initial model and is trained as a first task:
+each task alone (the specialised reference runs of Kaizen's forward transfer).
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Hashable
 from typing import Any, NamedTuple, Optional
@@ -37,7 +40,7 @@ from jaxcssl.methods import ssl_views
 from jaxcssl.methods.base import ema_momentum, ema_update
 from jaxcssl.replay import ReplayBuffer
 from jaxcssl.strategies import build_strategy
-from jaxcssl.strategies.base import Batch, Context, ModelState, TaskEnd
+from jaxcssl.strategies.base import Batch, Context, DataInfo, ModelState, TaskEnd
 
 Pytree = Any
 SLOTS = ("ssl", "distill", "mixup")  # one loss state per loss term
@@ -62,12 +65,13 @@ class TaskInputs(NamedTuple):
     # Placement "device": the whole training set, uint8 [N, H, W, C] and int32 [N]. Placement "host":
     # this call's batches, [k, B, H, W, C] and [k, B], gathered on the host from the same indices.
     images: Optional[jax.Array]
-    labels: Optional[jax.Array]  # read by strategies that ask for the "labels" batch field
+    labels: Optional[jax.Array]  # -1 where withheld (read by strategies that ask for the "labels" batch field)
     indices: jax.Array  # int32 [S, n]: sample indices of the S tasks of this phase (S > 1: interleaved)
     task_id: jax.Array  # int32 []: the phase index
     order_key: jax.Array  # the epoch permutations of this phase
     step_key: jax.Array  # the step stream: fold_in(step_key, global step)
     schedule: TaskCosine
+    num_steps: jax.Array  # int32 []: steps of this phase (the per-task EMA schedule)
     call_start: Optional[jax.Array] = None  # int32 []: placement "host": the phase step of the call's first batch
 
 
@@ -94,13 +98,22 @@ def batch_indices(phase_step: jax.Array, inputs: TaskInputs, batch_size: int) ->
     return inputs.indices[row][take]
 
 
+def target_momentum(step: jax.Array, phase_step: jax.Array, total_steps: int, phase_steps: jax.Array,
+                    base: float, final: float, per_task: bool) -> jax.Array:
+    """The EMA target's momentum at this step: BYOL's cosine from ``base`` to ``final`` over the run, or
+    restarted at every phase (``per_task``, solo-learn's per-task runs)."""
+    if per_task:  # the phase's progress, as the step of a one-step run
+        return ema_momentum(phase_step / phase_steps, 1, base, final)
+    return ema_momentum(step, total_steps, base, final)
+
+
 @functools.partial(jax.jit, static_argnames=("batch_size", "steps"))
 def call_indices(first_step: jax.Array, indices: jax.Array, order_key: jax.Array, *, batch_size: int,
                  steps: int) -> jax.Array:
     """int32 ``[steps, batch_size]``: :func:`batch_indices` of the steps ``first_step, first_step + 1, ...``
     (the host placement computes on the host what the device placement draws inside the step)."""
     inputs = TaskInputs(images=None, labels=None, indices=indices, task_id=None, order_key=order_key, step_key=None,
-                        schedule=None)
+                        schedule=None, num_steps=None)
     return jax.vmap(lambda offset: batch_indices(first_step + offset, inputs, batch_size))(jnp.arange(steps))
 
 
@@ -126,17 +139,28 @@ class ContinualLearner(Learner):
 
     def __init__(self, config, data: builders.Data):
         super().__init__(config, data)
-        self.host_feed = None
-        if data.placement == "host":
-            self.host_feed = HostFeed(data.dataset.x_train, data.dataset.y_train, data.mesh)
         self.method = builders.build_ssl_method(config)
-        self.strategy = build_strategy(config, self.method)
+        strategy = build_strategy(config, self.method)
+        self.phase_rows = strategy.phases(data.split.train_indices, config.split.schedule)
+        info = self._data_info()
+        self.strategy = strategy.with_data(info)
         self.memory_spec = self.strategy.memory()
+        self.memory_plan = self.strategy.memory_selection(info) if self.memory_spec is not None else None
+        if self.memory_plan is not None:  # a loader over the memory draws at most what it holds
+            replay_batch = min(self.memory_spec.replay_batch, len(self.memory_plan[0]))
+            self.memory_spec = dataclasses.replace(self.memory_spec, replay_batch=replay_batch)
         if self.memory_spec is not None:
             sharding.check_batch_divisible(self.memory_spec.replay_batch, data.mesh, "strategy.replay_batch")
+        labels = self.strategy.train_labels(info)
+        self.host_labels = np.asarray(labels, np.int32)  # the strategy's training labels, -1 where withheld
+        self.host_feed, self.train_labels = None, None
+        if data.placement == "host":
+            self.host_feed = HostFeed(data.dataset.x_train, self.host_labels, data.mesh)
+        else:
+            self.train_labels = (data.device_labels if labels is info.labels
+                                 else sharding.replicate(self.host_labels, data.mesh))
         self.views = ssl_views(config.augment.preset or config.ssl.method, data.image_size, *data.stats)
         self.batch_size = config.train.batch_size
-        self.phase_rows = self.strategy.phases(data.split.train_indices, config.split.schedule)
         self._plan = self._make_plan()
         if self.memory_spec is not None:
             for phase, (_, rows) in zip(self._plan[:-1], self.phase_rows):
@@ -155,6 +179,17 @@ class ContinualLearner(Learner):
         """The strategy's own settings (``config.strategy.<name>``)."""
         strategies.REGISTRY.get(config.strategy.name).check(config)
 
+    def _data_info(self) -> DataInfo:
+        """What the strategy may know of the data: classes, training labels, the phases' samples, keys."""
+        seed = self.config.seed
+        return DataInfo(
+            num_classes=self.data.dataset.num_classes,
+            labels=np.asarray(self.data.dataset.y_train, np.int32),
+            phase_indices=tuple(np.concatenate(list(rows)) for _, rows in self.phase_rows),
+            memory_keys=tuple(rng.task_end_keys(seed, p)[0] for p in range(len(self.phase_rows))),
+            data_key=rng.stream(seed, "data"),
+        )
+
     # --- plan ------------------------------------------------------------------------------------
     def _make_plan(self) -> list[Phase]:
         c, batch = self.config, self.batch_size
@@ -172,7 +207,8 @@ class ContinualLearner(Learner):
             phases.append(Phase(
                 index=index, label=f"task {index + 1}/{len(self.phase_rows)}",
                 num_steps=num_steps,
-                program="first" if index == 0 else "later", tasks=tuple(tasks), seen_tasks=tuple(sorted(seen)),
+                program="first" if index == 0 or c.train.reinit_each_task else "later", tasks=tuple(tasks),
+                seen_tasks=tuple(sorted(seen)),
                 records_row=len(tasks) == 1, images_per_step=batch,
                 eval_every_steps=c.eval.every_epochs * steps_per_epoch * rows.shape[0],
             ))
@@ -192,7 +228,7 @@ class ContinualLearner(Learner):
         peak = optim.peak_learning_rate(c.optim.base_lr, self.batch_size, phase.index, base_batch=c.optim.base_batch,
                                         later_task_factor=c.optim.later_task_lr_factor)
         return TaskCosine.create(phase.num_steps, c.optim.warmup_epochs * steps_per_epoch * rows, peak,
-                                 c.optim.final_lr)
+                                 c.optim.final_lr, c.optim.warmup_start_lr)
 
     # --- state -----------------------------------------------------------------------------------
     def _init_params(self) -> tuple[Pytree, Pytree]:
@@ -217,7 +253,12 @@ class ContinualLearner(Learner):
         params, model_state = self._initial_model()
         batch_stats = model_state.batch_stats
         spec = self.memory_spec
-        capacity = spec.samples_per_task * max(len(self._plan) - 1, 1) if spec is not None else 1
+        if spec is None:
+            capacity = 1
+        elif self.memory_plan is not None:
+            capacity = max(sum(len(saved) for saved in self.memory_plan[:len(self._plan) - 1]), 1)
+        else:
+            capacity = spec.samples_per_task * max(len(self._plan) - 1, 1)
         feature_dim = spec.feature_dim if spec is not None else 1  # Orbax cannot save zero-size arrays
         state = TrainState(
             step=jnp.zeros((), jnp.int32),
@@ -244,12 +285,13 @@ class ContinualLearner(Learner):
         seed, mesh = self.config.seed, self.data.mesh
         return TaskInputs(
             images=self.data.device_images,
-            labels=self.data.device_labels,
+            labels=self.train_labels,
             indices=sharding.replicate(self.phase_rows[phase.index][1].astype(np.int32), mesh),
             task_id=jnp.int32(phase.index),
             order_key=rng.phase_key(seed, "epoch_order", phase.index),
             step_key=rng.stream(seed, "step"),
             schedule=self.schedule(phase),
+            num_steps=jnp.int32(phase.num_steps),
         )
 
     def call_inputs(self, inputs: TaskInputs, phase: Phase, phase_step: int, steps: int) -> TaskInputs:
@@ -280,7 +322,8 @@ class ContinualLearner(Learner):
         memory = self.memory_spec if has_old else None
         wants_labels = "labels" in strategy.batch_fields
         loss = strategy.loss if has_old else strategy.first_task_loss
-        ema_base = self.config.ssl.ema_base
+        ema_base, ema_final = self.config.ssl.ema_base, self.config.ssl.ema_final
+        ema_per_task = self.config.ssl.ema_per_task
         host = self.host_feed is not None
 
         def step(state: TrainState, inputs: TaskInputs) -> tuple[TrainState, dict[str, jax.Array]]:
@@ -315,7 +358,8 @@ class ContinualLearner(Learner):
             updates, opt_state = tx.update(grads, opt_state, state.params)
             params = optax.apply_updates(state.params, updates)
             if method.uses_target:
-                momentum = ema_momentum(state.step, total_steps, ema_base)
+                momentum = target_momentum(state.step, state.phase_step, total_steps, inputs.num_steps, ema_base,
+                                           ema_final, ema_per_task)
                 target = model_state.target
                 model_state = model_state.replace(
                     target={**target, "params": ema_update(target["params"], params["model"], momentum)}
@@ -336,10 +380,15 @@ class ContinualLearner(Learner):
         images, labels, task_indices = self._task_data(np.concatenate(list(self.phase_rows[phase.index][1])))
         buffer, slots = state.replay, (int(state.replay.count),) * 2
         if self.memory_spec is not None and phase.index < len(self._plan) - 1:
-            buffer = replay.insert_task(
-                buffer, key_memory, images, labels, jnp.asarray(task_indices, jnp.int32), phase.index,
-                self.memory_spec.samples_per_task,
-            )
+            if self.memory_plan is not None:
+                saved_images, saved_labels, saved = self._task_data(np.asarray(self.memory_plan[phase.index]))
+                buffer = replay.insert_indices(buffer, saved_images, saved_labels, jnp.asarray(saved, jnp.int32),
+                                               phase.index)
+            else:
+                buffer = replay.insert_task(
+                    buffer, key_memory, images, labels, jnp.asarray(task_indices, jnp.int32), phase.index,
+                    self.memory_spec.samples_per_task,
+                )
             slots = (slots[0], int(buffer.count))
         mean, std = self.data.stats
         result = self.strategy.task_end(TaskEnd(
@@ -352,15 +401,15 @@ class ContinualLearner(Learner):
         memory = result.memory if result.memory is not None else buffer
         return state.replace(replay=memory, strategy_state=result.strategy_state)
 
-    def _task_data(self, task_indices: np.ndarray) -> tuple[jax.Array, jax.Array, np.ndarray]:
-        """Images and labels on the device with the finished task's rows in them: the whole training set
-        (placement "device"), or only the task's samples, copied from the host for the task's end."""
+    def _task_data(self, rows: np.ndarray) -> tuple[jax.Array, jax.Array, np.ndarray]:
+        """Images and training labels on the device holding the training samples ``rows``, and where they
+        are in them: the whole training set (placement "device"), or only those samples, copied from the
+        host for the task's end."""
         if self.host_feed is None:
-            return self.data.device_images, self.data.device_labels, task_indices
-        mesh, dataset = self.data.mesh, self.data.dataset
-        images = sharding.replicate(dataset.x_train[task_indices], mesh)
-        labels = sharding.replicate(dataset.y_train[task_indices].astype(np.int32), mesh)
-        return images, labels, np.arange(task_indices.size)
+            return self.data.device_images, self.train_labels, rows
+        mesh = self.data.mesh
+        images = sharding.replicate(self.data.dataset.x_train[rows], mesh)
+        return images, sharding.replicate(self.host_labels[rows], mesh), np.arange(rows.size)
 
     # --- evaluation and export ---------------------------------------------------------------------
     def model_variables(self, state: TrainState) -> Pytree:
@@ -387,6 +436,10 @@ class ContinualLearner(Learner):
         params = state.params["model"]["backbone"]
         batch_stats = state.model_state.batch_stats["model"].get("backbone", {})
         return jax.device_get({"params": params, "batch_stats": batch_stats})
+
+    def classifier(self, state: TrainState) -> Optional[tuple[dict[str, Any], Pytree]]:
+        head = self.strategy.classifier(state.params)
+        return None if head is None else (head[0], jax.device_get(head[1]))
 
     def info(self) -> dict[str, str]:
         return {"strategy": self.config.strategy.name, "ssl_method": self.config.ssl.method,

@@ -7,7 +7,7 @@ Adding a strategy is its module (a :class:`~jaxcssl.strategies.base.Strategy` su
 from __future__ import annotations
 
 from jaxcssl.registry import Registry
-from jaxcssl.strategies import cassle, cromo, der, er, ewc, finetune, lump, offline, sycon
+from jaxcssl.strategies import cassle, cromo, der, er, ewc, finetune, kaizen, lump, offline, sycon
 from jaxcssl.strategies.base import Batch, Context, MemorySpec, ModelState, Strategy, TaskEnd, TaskEndResult
 
 REGISTRY: Registry[type[Strategy]] = Registry("strategy.name")
@@ -20,7 +20,7 @@ def register(strategy: type[Strategy]) -> type[Strategy]:
 
 for _strategy in (
     offline.Offline, finetune.Finetune, er.ExperienceReplay, cassle.CaSSLe, cassle.CaSSLePlus, lump.LUMP,
-    ewc.EWC, der.DER, sycon.SyCON, cromo.CroMoMixup,
+    ewc.EWC, der.DER, sycon.SyCON, cromo.CroMoMixup, kaizen.Kaizen,
 ):
     register(_strategy)
 

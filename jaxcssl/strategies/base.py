@@ -11,12 +11,16 @@ module knows which strategy it is:
 * :meth:`Strategy.memory` — the replay memory it needs (samples saved per task, replay batch,
   per-sample features); its replay batch then arrives in :class:`Batch` after the first task;
   :attr:`Strategy.batch_fields` — other per-step inputs (``"labels"``);
+* :meth:`Strategy.with_data`, :meth:`Strategy.memory_selection`, :meth:`Strategy.train_labels` —
+  what depends on the run's data (:class:`DataInfo`): a classifier over its classes, which samples
+  the memory saves (Kaizen's first 1% of each class), which labels the step sees (a labelled fraction);
 * :meth:`Strategy.phases` — how the split's tasks become training phases (Offline joins them);
 * :meth:`Strategy.first_task_loss` (plain SSL unless overridden) and :meth:`Strategy.loss`
   (after the first task), pure functions differentiated with respect to ``params``;
 * :meth:`Strategy.task_end` — what it stores when a task ends (DER's embeddings, EWC's Fisher),
   through the narrow :class:`TaskEnd` context;
-* :meth:`Strategy.predictors` — extra functions evaluation is handed (a classifier's ``"logits"``).
+* :meth:`Strategy.predictors` — extra functions evaluation is handed (a classifier's ``"logits"``),
+  and :meth:`Strategy.classifier` the deployable classifier an export carries beside the backbone.
 
 Everything a loss needs arrives as explicit pytrees: ``params = {"model": ..., <module>: ...}``;
 :class:`ModelState` (BatchNorm statistics, loss state — CorInfoMax covariances, MoCo queue, one slot
@@ -98,6 +102,16 @@ class TaskEnd(NamedTuple):
     preprocess: Callable[[jax.Array], jax.Array]  # uint8 -> normalised float (evaluation preprocessing)
 
 
+class DataInfo(NamedTuple):
+    """What a strategy may know of the run's data before anything is initialised."""
+
+    num_classes: int
+    labels: np.ndarray  # int32 [N]: the training labels (dataset order)
+    phase_indices: tuple[np.ndarray, ...]  # int [n_p]: the training samples of each phase
+    memory_keys: tuple[jax.Array, ...]  # the memory-selection key of each phase's end
+    data_key: jax.Array  # the run's ``data`` stream (labelled subsets)
+
+
 class TaskEndResult(NamedTuple):
     strategy_state: Pytree
     memory: Optional[ReplayBuffer]
@@ -167,6 +181,25 @@ class Strategy:
         """The replay memory this strategy needs (its ``memory_spec`` field), or ``None``."""
         return getattr(self, "memory_spec", None)
 
+    def with_data(self, data: DataInfo) -> "Strategy":
+        """This strategy for the run's data (e.g. a classifier over ``data.num_classes``); the learner
+        calls it once, before anything is initialised. Default: unchanged."""
+        del data
+        return self
+
+    def memory_selection(self, data: DataInfo) -> Optional[list[np.ndarray]]:
+        """The samples each phase's end saves into the memory (one index array per phase; the last
+        phase's is never saved), or ``None``: ``memory_spec.samples_per_task`` drawn uniformly at every
+        phase end. With a selection the memory holds exactly those samples, and a replay batch is at
+        most what the first phase saves (a loader over the memory cannot draw more)."""
+        del data
+        return None
+
+    def train_labels(self, data: DataInfo) -> np.ndarray:
+        """The training labels the step sees (the ``"labels"`` batch field and the memory's labels);
+        ``-1`` withholds a sample's label. Default: every label, ``data.labels``."""
+        return data.labels
+
     def phases(self, tasks: list[np.ndarray], schedule: str) -> list[tuple[tuple[int, ...], np.ndarray]]:
         """The training phases: ``(split tasks trained, int32 [S, n] sample rows)`` each.
 
@@ -206,6 +239,12 @@ class Strategy:
         (``functools.partial``) so that each evaluation reuses one compiled program."""
         del method, params, batch_stats, preprocess
         return {}
+
+    def classifier(self, params: Pytree) -> Optional[tuple[dict[str, Any], Pytree]]:
+        """The deployable classifier on the backbone's features, ``(spec, params)`` of an MLP
+        (:func:`jaxcssl.export.load_classifier`: ``{"hidden_dims", "num_classes"}``), or ``None``."""
+        del params
+        return None
 
     def task_end(self, ctx: TaskEnd) -> TaskEndResult:
         """Store what later tasks need; the default keeps the state and memory as they are."""
