@@ -25,10 +25,10 @@ def _losses(workdir) -> list[tuple[int, float]]:
     return [(row["step"], row["train/loss"]) for row in rows if "train/loss" in row]
 
 
-@pytest.mark.parametrize("arg,steps_per_call", [("cromo", 3), ("ewc", 1)])
+@pytest.mark.parametrize("arg,steps_per_call", [("cromo", 3), ("kaizen,simclr", 1)])
 def test_host_and_device_placements_train_identically(tmp_path, arg, steps_per_call):
-    """CroMo (replay memory filled at the task end, 3 fused steps per call and a 1-step remainder) and EWC
-    (the Fisher information computed from the task's images at its end)."""
+    """CroMo (replay memory filled at the task end from the task's images, 3 fused steps per call and a
+    1-step remainder) and Kaizen (its own memory selection, training labels in the batch)."""
     runs = {}
     for placement in ("device", "host"):
         config = smoke_config(arg)

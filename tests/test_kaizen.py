@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from test_cli import run_cli
 
-from jaxcssl import engine, replay
+from jaxcssl import builders, engine, replay
 from jaxcssl.config import base_config, validate
 from jaxcssl.engine.schedules import TaskCosine
 from jaxcssl.errors import ConfigError
@@ -392,17 +392,19 @@ def test_the_target_momentum_restarts_every_task_when_asked():
 
 
 def test_projector_dims_replace_the_widths_and_keep_the_layout():
-    def head(**kwargs):
-        return build_method("simclr", dataset="cifar100", backbone=ResNet(stage_sizes=(1,), width=8),
-                            **kwargs).model.projector
+    def method(name, dims=()):
+        config = smoke_config(name)
+        config.model.head_scale = 1.0
+        config.ssl.projector_dims = dims
+        return builders.build_ssl_method(config)
 
-    reference, kaizen = head(), head(projector_dims=(4096, 256))
+    reference, kaizen = method("simclr").model.projector, method("simclr", (4096, 256)).model.projector
     assert (reference.hidden_dims, reference.out_dim) == ((2048,), 128)
     assert (kaizen.hidden_dims, kaizen.out_dim) == ((4096,), 256)
     assert (kaizen.use_bn, kaizen.out_bias) == (reference.use_bn, reference.out_bias)
-    moco = build_method("mocov2", dataset="cifar100", backbone=ResNet(stage_sizes=(1,), width=8),
-                        projector_dims=(512, 64))
-    assert moco.projection_dim == 64
+    assert method("mocov2", (512, 64)).projection_dim == 64
+    byol = method("byol", (512, 64)).model  # the predictor maps back to the new projection width
+    assert (byol.projector.out_dim, byol.predictor.out_dim) == (64, 64)
 
 
 def test_reinit_each_task_trains_every_task_as_a_first_task():
