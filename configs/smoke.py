@@ -27,6 +27,8 @@ def get_config(arg: str = "cromo,barlow_twins"):
         c.ssl.options.num_prototypes = 16
     if c.ssl.method == "wmse":
         c.ssl.loss.whitening_size = 16
+    if c.ssl.method == "supervised":  # its trained classifier is scored too
+        c.eval.final = ("knn", "linear", "head")
     c.train.batch_size = 32
     c.train.epochs = 3
     c.train.log_every_steps = 4

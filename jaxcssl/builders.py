@@ -66,11 +66,12 @@ def build_backbone(config) -> resnet.ResNet:
     return factory(width=m.width, stem=m.stem, norm=norm, dtype=DTYPES[m.dtype])
 
 
-def build_ssl_method(config) -> SSLMethod:
+def build_ssl_method(config, num_classes: int | None = None) -> SSLMethod:
+    """``config.ssl.method`` around the config's backbone; ``num_classes`` sizes a classifier (supervised)."""
     return build_method(
         config.ssl.method, dataset=config.dataset.name, backbone=build_backbone(config),
         head_scale=config.model.head_scale, dtype=DTYPES[config.model.dtype],
-        loss_kwargs=config.ssl.loss.to_dict() or None, **config.ssl.options.to_dict(),
+        loss_kwargs=config.ssl.loss.to_dict() or None, num_classes=num_classes, **config.ssl.options.to_dict(),
     )
 
 

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxcssl import builders, optim, replay, sharding, strategies
+from jaxcssl import builders, methods, optim, replay, sharding, strategies
 from jaxcssl.data.augment import augment, preprocess
 from jaxcssl.engine import rng
 from jaxcssl.engine.schedules import TaskCosine
@@ -35,7 +35,7 @@ from jaxcssl.methods import ssl_views
 from jaxcssl.methods.base import ema_momentum, ema_update
 from jaxcssl.replay import ReplayBuffer
 from jaxcssl.strategies import build_strategy
-from jaxcssl.strategies.base import Batch, Context, ModelState, TaskEnd
+from jaxcssl.strategies.base import Batch, Context, ModelState, Strategy, TaskEnd
 
 Pytree = Any
 SLOTS = ("ssl", "distill", "mixup")  # one loss state per loss term
@@ -110,7 +110,7 @@ class ContinualLearner(Learner):
 
     def __init__(self, config, data: builders.Data):
         super().__init__(config, data)
-        self.method = builders.build_ssl_method(config)
+        self.method = builders.build_ssl_method(config, num_classes=data.dataset.num_classes)
         self.strategy = build_strategy(config, self.method)
         self.memory_spec = self.strategy.memory()
         if self.memory_spec is not None:
@@ -133,8 +133,15 @@ class ContinualLearner(Learner):
 
     @classmethod
     def check(cls, config) -> None:
-        """The strategy's own settings (``config.strategy.<name>``)."""
-        strategies.REGISTRY.get(config.strategy.name).check(config)
+        """The strategy's own settings (``config.strategy.<name>``); a method trained on labels takes the
+        strategies with the plain loss only (the others' terms are SSL objectives on two views)."""
+        strategy = strategies.REGISTRY.get(config.strategy.name)
+        strategy.check(config)
+        if "labels" in methods.REGISTRY.get(config.ssl.method).cls.batch_fields and (
+                strategy.loss is not Strategy.loss or strategy.first_task_loss is not Strategy.first_task_loss):
+            raise ConfigError(f"ssl.method={config.ssl.method!r} trains on labels with the plain loss; "
+                              f"strategy.name={config.strategy.name!r} has loss terms of its own "
+                              f"(use finetune or offline)")
 
     # --- plan ------------------------------------------------------------------------------------
     def _make_plan(self) -> list[Phase]:
@@ -237,7 +244,7 @@ class ContinualLearner(Learner):
         mesh, batch_size, total_steps = self.data.mesh, self.batch_size, self.total_steps
         has_old = program == "later"
         memory = self.memory_spec if has_old else None
-        wants_labels = "labels" in strategy.batch_fields
+        wants_labels = "labels" in strategy.batch_fields | method.batch_fields
         loss = strategy.loss if has_old else strategy.first_task_loss
         ema_base = self.config.ssl.ema_base
 
@@ -317,6 +324,7 @@ class ContinualLearner(Learner):
                                           stats=self.data.stats),
             # Weights as a pytree argument (jax.tree_util.Partial): the probe's jitted epoch compiles once.
             "backbone": jax.tree_util.Partial(functools.partial(_features, self.method), variables),
+            **self.method.predictors(variables, self.data.image_size, self.data.stats),
             **self.strategy.predictors(
                 self.method, state.params, state.model_state.batch_stats,
                 functools.partial(preprocess, out_size=self.data.image_size, mean=mean, std=std),
@@ -324,7 +332,7 @@ class ContinualLearner(Learner):
         }
 
     def predictor_names(self) -> frozenset[str]:
-        return super().predictor_names() | self.strategy.PREDICTORS
+        return super().predictor_names() | self.method.PREDICTORS | self.strategy.PREDICTORS
 
     def backbone_variables(self, state: TrainState) -> dict[str, Pytree]:
         params = state.params["model"]["backbone"]

@@ -15,13 +15,13 @@ import jax.numpy as jnp
 from flax.core import FrozenDict
 
 from jaxcssl.data import augment
-from jaxcssl.methods import barlow_twins, byol, corinfomax, mocov2, simclr, simsiam, swav, vicreg, wmse
+from jaxcssl.methods import barlow_twins, byol, corinfomax, mocov2, simclr, simsiam, supervised, swav, vicreg, wmse
 from jaxcssl.methods.base import Embedding, MethodSpec, SSLMethod, SSLModel, ema_momentum, ema_update
 from jaxcssl.models.heads import DistillPredictor, MLPHead, mlp_head, scaled
 from jaxcssl.registry import Registry
 
 REGISTRY: Registry[MethodSpec] = Registry("ssl.method")
-for _module in (barlow_twins, simclr, byol, corinfomax, vicreg, mocov2, simsiam, swav, wmse):
+for _module in (barlow_twins, simclr, byol, corinfomax, vicreg, mocov2, simsiam, swav, wmse, supervised):
     REGISTRY.register(_module.SPEC.name, _module.SPEC)
 
 __all__ = [
@@ -88,6 +88,7 @@ def build_method(
     head_scale: float = 1.0,
     dtype: Any = jnp.float32,
     loss_kwargs: Optional[Mapping[str, Any]] = None,
+    num_classes: Optional[int] = None,
     **options: Any,
 ) -> SSLMethod:
     """Assemble ``name`` with its reference heads around ``backbone``.
@@ -95,7 +96,8 @@ def build_method(
     ``head_scale`` shrinks every head width (tiny test models); ``loss_kwargs`` and the method
     fields the recipe sets (MoCo's ``queue_size``) default to the reference values of
     :func:`method_defaults`; ``options`` set or override method fields such as ``distill_temperature`` (SimCLR),
-    ``queue_size`` (MoCo v2) or ``num_prototypes`` (SwAV).
+    ``queue_size`` (MoCo v2) or ``num_prototypes`` (SwAV). ``num_classes`` (the dataset's) sizes the
+    classifier of a method that has one (supervised); the other methods ignore it.
     """
     spec = _spec(name)
     cls = spec.cls
@@ -105,11 +107,14 @@ def build_method(
         loss_kwargs = defaults["loss"]
     fields = set(cls.__dataclass_fields__)
     options = {**{key: value for key, value in defaults.items() if key in fields}, **options}
+    if "num_classes" in fields and num_classes is not None:
+        options.setdefault("num_classes", num_classes)
     if "projection_dim" in fields:
         options.setdefault("projection_dim", projector.out_dim)
     unknown = set(options) - fields
     if unknown:
         raise ValueError(f"unknown option(s) {sorted(unknown)} for SSL method {name!r}")
     predictor = cls.make_predictor(spec, options, scale=head_scale, dtype=dtype)
+    projector = cls.make_projector(projector, options, dtype=dtype)
     model = SSLModel(backbone=backbone, projector=projector, predictor=predictor)
     return cls(name=name, model=model, loss_kwargs=FrozenDict(loss_kwargs), **options)
