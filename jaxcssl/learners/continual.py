@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxcssl import builders, methods, optim, replay, sharding, strategies
+from jaxcssl import builders, optim, replay, sharding, strategies
 from jaxcssl.data.augment import augment, preprocess
 from jaxcssl.engine import rng
 from jaxcssl.engine.schedules import TaskCosine
@@ -89,6 +89,16 @@ def batch_indices(phase_step: jax.Array, inputs: TaskInputs, batch_size: int) ->
     return inputs.indices[row][take]
 
 
+def check_labelled_method(config, method) -> None:
+    """A method trained on labels (supervised) takes the strategies with the plain loss only: the others'
+    terms are SSL objectives on two views."""
+    strategy = strategies.REGISTRY.get(config.strategy.name)
+    if "labels" in method.batch_fields and (
+            strategy.loss is not Strategy.loss or strategy.first_task_loss is not Strategy.first_task_loss):
+        raise ConfigError(f"ssl.method={config.ssl.method!r} trains on labels with the plain loss; strategy.name="
+                          f"{config.strategy.name!r} has loss terms of its own (use finetune or offline)")
+
+
 def _copy(tree: Pytree) -> Pytree:
     return jax.tree_util.tree_map(jnp.array, tree)
 
@@ -111,6 +121,7 @@ class ContinualLearner(Learner):
     def __init__(self, config, data: builders.Data):
         super().__init__(config, data)
         self.method = builders.build_ssl_method(config, num_classes=data.dataset.num_classes)
+        check_labelled_method(config, self.method)
         self.strategy = build_strategy(config, self.method)
         self.memory_spec = self.strategy.memory()
         if self.memory_spec is not None:
@@ -133,15 +144,8 @@ class ContinualLearner(Learner):
 
     @classmethod
     def check(cls, config) -> None:
-        """The strategy's own settings (``config.strategy.<name>``); a method trained on labels takes the
-        strategies with the plain loss only (the others' terms are SSL objectives on two views)."""
-        strategy = strategies.REGISTRY.get(config.strategy.name)
-        strategy.check(config)
-        if "labels" in methods.REGISTRY.get(config.ssl.method).cls.batch_fields and (
-                strategy.loss is not Strategy.loss or strategy.first_task_loss is not Strategy.first_task_loss):
-            raise ConfigError(f"ssl.method={config.ssl.method!r} trains on labels with the plain loss; "
-                              f"strategy.name={config.strategy.name!r} has loss terms of its own "
-                              f"(use finetune or offline)")
+        """The strategy's own settings (``config.strategy.<name>``)."""
+        strategies.REGISTRY.get(config.strategy.name).check(config)
 
     # --- plan ------------------------------------------------------------------------------------
     def _make_plan(self) -> list[Phase]:

@@ -106,9 +106,10 @@ def build_method(
     if loss_kwargs is None:
         loss_kwargs = defaults["loss"]
     fields = set(cls.__dataclass_fields__)
-    options = {**{key: value for key, value in defaults.items() if key in fields}, **options}
+    recipe = {key: value for key, value in defaults.items() if key in fields}
     if "num_classes" in fields and num_classes is not None:
-        options.setdefault("num_classes", num_classes)
+        recipe["num_classes"] = num_classes  # the data's, over the recipe's per-dataset default
+    options = {**recipe, **options}
     if "projection_dim" in fields:
         options.setdefault("projection_dim", projector.out_dim)
     unknown = set(options) - fields

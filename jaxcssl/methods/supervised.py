@@ -30,7 +30,8 @@ from jaxcssl.models.heads import HeadSpec, MLPHead
 # rate at batch 128, not scaled by batch / 256 (set optim.base_batch=256 to scale it).
 DEFAULTS = dict(
     optimizer="sgd", base_lr=0.075, weight_decay=5e-4, batch_size=128, warmup_epochs=0, scale_lr_by_batch=False,
-    loss={},
+    loss={}, num_classes=100,  # the learner passes the dataset's own
+    per_dataset=dict(cifar10=dict(num_classes=10), tiny_imagenet=dict(num_classes=200)),
 )
 
 
@@ -51,7 +52,7 @@ def _logits(method: SSLMethod, variables: Any, images: jax.Array, *, image_size:
 class Supervised(SSLMethod):
     """``criterion(e, y) = CE(logits(e), y)``: the key side is the labels."""
 
-    num_classes: int = 0  # the dataset's, filled in by the learner
+    num_classes: int = 100  # the dataset's (build_method's num_classes; the recipe's per-dataset default)
     batch_fields: ClassVar[frozenset[str]] = frozenset({"labels"})
     PREDICTORS: ClassVar[frozenset[str]] = frozenset({"logits"})
 
