@@ -231,9 +231,9 @@ def project(features: np.ndarray, how: str, seed: int = 0) -> np.ndarray:
 
 
 def embedding_features(run_dir: str, num_tasks: int = 2, classes_per_task: int = 2, per_class: int = 200
-                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray, Sequence[str]]:
     """Backbone features, labels and tasks of the first training images of the first classes of the
-    first ``num_tasks`` tasks of the trained run in ``run_dir``."""
+    first ``num_tasks`` tasks of the trained run in ``run_dir``, and the dataset's class names."""
     restored = evaluate.restore(run_dir)
     data = restored.learner.data
     classes = [c for t in range(num_tasks) for c in np.asarray(data.split.task_classes[t])[:classes_per_task]]
@@ -241,11 +241,12 @@ def embedding_features(run_dir: str, num_tasks: int = 2, classes_per_task: int =
     embed = restored.learner.predictors(restored.state)["features"]
     features = evaluation.extract_features(embed, data.dataset.x_train[index], restored.config.eval.batch_size)
     labels = data.dataset.y_train[index]
-    return np.asarray(features, np.float64), labels, np.asarray(data.split.class_to_task)[labels]
+    tasks = np.asarray(data.split.class_to_task)[labels]
+    return np.asarray(features, np.float64), labels, tasks, data.dataset.class_names
 
 
 def embedding_figure(workdir: str, settings: Sequence[str], method_names: Sequence[str], how: str,
-                     path: str, class_names: Optional[Sequence[str]] = None) -> Optional[str]:
+                     path: str) -> Optional[str]:
     """One panel per (method, setting) of finished runs: the 2-D embedding, colour = class, marker = task."""
     panels = [(m, s) for m in method_names for s in settings if finished(_run_dir(workdir, s, m))]
     if not panels:
@@ -253,14 +254,13 @@ def embedding_figure(workdir: str, settings: Sequence[str], method_names: Sequen
     fig = Figure(figsize=(3.2 * len(settings), 3.0 * len(method_names)))
     markers = "o^sDv"
     for position, (method, setting) in enumerate(panels):
-        features, labels, tasks = embedding_features(_run_dir(workdir, setting, method))
+        features, labels, tasks, class_names = embedding_features(_run_dir(workdir, setting, method))
         points = project(features, how)
         ax = fig.add_subplot(len(method_names), len(settings), position + 1)
         for n, c in enumerate(np.unique(labels)):
             at = labels == c
-            name = class_names[c] if class_names else str(c)
             ax.scatter(points[at, 0], points[at, 1], s=5, alpha=0.6, marker=markers[tasks[at][0] % len(markers)],
-                       color=f"C{n}", label=f"{name} (task {tasks[at][0] + 1})")
+                       color=f"C{n}", label=f"{class_names[c]} (task {tasks[at][0] + 1})")
         ax.set_xticks([])
         ax.set_yticks([])
         ax.set_title(f"{methods.REGISTRY.get(method).label}, {setting}", fontsize=9)
