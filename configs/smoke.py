@@ -33,6 +33,8 @@ def get_config(arg: str = "cromo,barlow_twins"):
         c.strategy.kaizen.replay_batch = 8
         c.eval.after_task = ("head", "knn")
         c.eval.final = ("head", "knn", "linear_fast")
+    if c.ssl.method == "supervised":  # its trained classifier is scored too
+        c.eval.final = ("knn", "linear", "head")
     c.train.batch_size = 32
     c.train.epochs = 3
     c.train.log_every_steps = 4

@@ -70,7 +70,8 @@ def build_backbone(config) -> resnet.ResNet:
     return factory(width=m.width, stem=m.stem, norm=norm, dtype=DTYPES[m.dtype])
 
 
-def build_ssl_method(config) -> SSLMethod:
+def build_ssl_method(config, num_classes: int | None = None) -> SSLMethod:
+    """``config.ssl.method`` around the config's backbone; ``num_classes`` sizes a classifier (supervised)."""
     projector = None
     if config.ssl.projector_dims:  # the reference projector's layout with other widths (hidden..., output)
         dims = tuple(int(d) for d in config.ssl.projector_dims)
@@ -79,7 +80,8 @@ def build_ssl_method(config) -> SSLMethod:
     return build_method(
         config.ssl.method, dataset=config.dataset.name, backbone=build_backbone(config),
         head_scale=config.model.head_scale, dtype=DTYPES[config.model.dtype],
-        loss_kwargs=config.ssl.loss.to_dict() or None, projector=projector, **config.ssl.options.to_dict(),
+        loss_kwargs=config.ssl.loss.to_dict() or None, projector=projector, num_classes=num_classes,
+        **config.ssl.options.to_dict(),
     )
 
 

@@ -142,7 +142,8 @@ def base_config() -> ml_collections.ConfigDict:
         num_tasks=0,                 # data_incremental: number of tasks
         class_order="natural",       # natural | permuted (order_seed) | cassle (CaSSLe's CIFAR-100 order)
         order_seed=0,
-        schedule="sequential",       # sequential | interleaved (CIL/DIL-minibatch study, one task per step)
+        schedule="sequential",       # sequential | interleaved (CIL-minibatch study, one task per step)
+                                     # | interleaved_data (DIL-minibatch: rows mixing every task's classes)
     ))
     c.model = ml_collections.ConfigDict(dict(
         backbone="resnet18",     # resnet18 | resnet50
@@ -380,7 +381,7 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         raise ConfigError(f"dataset.source={config.dataset.source!r} needs dataset.path")
     _one_of("split.kind", config.split.kind, ("class_incremental", "data_incremental"))
     _one_of("split.class_order", config.split.class_order, splits.CLASS_ORDERS)
-    _one_of("split.schedule", config.split.schedule, ("sequential", "interleaved"))
+    _one_of("split.schedule", config.split.schedule, ("sequential", "interleaved", "interleaved_data"))
     _one_of("data.placement", config.data.placement, ("auto", "device", "host"))
     if not 0 < config.data.device_fraction <= 1:
         raise ConfigError(f"data.device_fraction={config.data.device_fraction!r} must be in (0, 1]")

@@ -40,7 +40,7 @@ from jaxcssl.methods import ssl_views
 from jaxcssl.methods.base import ema_momentum, ema_update
 from jaxcssl.replay import ReplayBuffer
 from jaxcssl.strategies import build_strategy
-from jaxcssl.strategies.base import Batch, Context, DataInfo, ModelState, TaskEnd
+from jaxcssl.strategies.base import Batch, Context, DataInfo, ModelState, Strategy, TaskEnd
 
 Pytree = Any
 SLOTS = ("ssl", "distill", "mixup")  # one loss state per loss term
@@ -117,6 +117,16 @@ def call_indices(first_step: jax.Array, indices: jax.Array, order_key: jax.Array
     return jax.vmap(lambda offset: batch_indices(first_step + offset, inputs, batch_size))(jnp.arange(steps))
 
 
+def check_labelled_method(config, method) -> None:
+    """A method trained on labels (supervised) takes the strategies with the plain loss only: the others'
+    terms are SSL objectives on two views."""
+    strategy = strategies.REGISTRY.get(config.strategy.name)
+    if "labels" in method.batch_fields and (
+            strategy.loss is not Strategy.loss or strategy.first_task_loss is not Strategy.first_task_loss):
+        raise ConfigError(f"ssl.method={config.ssl.method!r} trains on labels with the plain loss; strategy.name="
+                          f"{config.strategy.name!r} has loss terms of its own (use finetune or offline)")
+
+
 def _copy(tree: Pytree) -> Pytree:
     return jax.tree_util.tree_map(jnp.array, tree)
 
@@ -139,7 +149,8 @@ class ContinualLearner(Learner):
 
     def __init__(self, config, data: builders.Data):
         super().__init__(config, data)
-        self.method = builders.build_ssl_method(config)
+        self.method = builders.build_ssl_method(config, num_classes=data.dataset.num_classes)
+        check_labelled_method(config, self.method)
         strategy = build_strategy(config, self.method)
         self.phase_rows = strategy.phases(data.split.train_indices, config.split.schedule)
         info = self._data_info()
@@ -320,7 +331,7 @@ class ContinualLearner(Learner):
         mesh, batch_size, total_steps = self.data.mesh, self.batch_size, self.total_steps
         has_old = program == "later"
         memory = self.memory_spec if has_old else None
-        wants_labels = "labels" in strategy.batch_fields
+        wants_labels = "labels" in strategy.batch_fields | method.batch_fields
         loss = strategy.loss if has_old else strategy.first_task_loss
         ema_base, ema_final = self.config.ssl.ema_base, self.config.ssl.ema_final
         ema_per_task = self.config.ssl.ema_per_task
@@ -423,6 +434,7 @@ class ContinualLearner(Learner):
                                           stats=self.data.stats),
             # Weights as a pytree argument (jax.tree_util.Partial): the probe's jitted epoch compiles once.
             "backbone": jax.tree_util.Partial(functools.partial(_features, self.method), variables),
+            **self.method.predictors(variables, self.data.image_size, self.data.stats),
             **self.strategy.predictors(
                 self.method, state.params, state.model_state.batch_stats,
                 functools.partial(preprocess, out_size=self.data.image_size, mean=mean, std=std),
@@ -430,7 +442,7 @@ class ContinualLearner(Learner):
         }
 
     def predictor_names(self) -> frozenset[str]:
-        return super().predictor_names() | self.strategy.PREDICTORS
+        return super().predictor_names() | self.method.PREDICTORS | self.strategy.PREDICTORS
 
     def backbone_variables(self, state: TrainState) -> dict[str, Pytree]:
         params = state.params["model"]["backbone"]

@@ -16,13 +16,13 @@ import jax.numpy as jnp
 from flax.core import FrozenDict
 
 from jaxcssl.data import augment
-from jaxcssl.methods import barlow_twins, byol, corinfomax, mocov2, simclr, simsiam, swav, vicreg, wmse
+from jaxcssl.methods import barlow_twins, byol, corinfomax, mocov2, simclr, simsiam, supervised, swav, vicreg, wmse
 from jaxcssl.methods.base import Embedding, MethodSpec, SSLMethod, SSLModel, ema_momentum, ema_update
 from jaxcssl.models.heads import DistillPredictor, HeadSpec, MLPHead, mlp_head, scaled
 from jaxcssl.registry import Registry
 
 REGISTRY: Registry[MethodSpec] = Registry("ssl.method")
-for _module in (barlow_twins, simclr, byol, corinfomax, vicreg, mocov2, simsiam, swav, wmse):
+for _module in (barlow_twins, simclr, byol, corinfomax, vicreg, mocov2, simsiam, swav, wmse, supervised):
     REGISTRY.register(_module.SPEC.name, _module.SPEC)
 
 __all__ = [
@@ -90,6 +90,7 @@ def build_method(
     dtype: Any = jnp.float32,
     loss_kwargs: Optional[Mapping[str, Any]] = None,
     projector: Optional[HeadSpec] = None,
+    num_classes: Optional[int] = None,
     **options: Any,
 ) -> SSLMethod:
     """Assemble ``name`` with its reference heads around ``backbone``.
@@ -99,7 +100,8 @@ def build_method(
     :func:`method_defaults`; ``projector`` (full width) replaces the reference projector, and a
     predictor then maps back to its output width (FUSSL's 1000-d projector for every objective);
     ``options`` set or override method fields such as ``distill_temperature`` (SimCLR),
-    ``queue_size`` (MoCo v2) or ``num_prototypes`` (SwAV).
+    ``queue_size`` (MoCo v2) or ``num_prototypes`` (SwAV). ``num_classes`` (the dataset's) sizes the
+    classifier of a method that has one (supervised); the other methods ignore it.
     """
     spec = _spec(name)
     cls = spec.cls
@@ -113,12 +115,16 @@ def build_method(
     if loss_kwargs is None:
         loss_kwargs = defaults["loss"]
     fields = set(cls.__dataclass_fields__)
-    options = {**{key: value for key, value in defaults.items() if key in fields}, **options}
+    recipe = {key: value for key, value in defaults.items() if key in fields}
+    if "num_classes" in fields and num_classes is not None:
+        recipe["num_classes"] = num_classes  # the data's, over the recipe's per-dataset default
+    options = {**recipe, **options}
     if "projection_dim" in fields:
         options.setdefault("projection_dim", projector.out_dim)
     unknown = set(options) - fields
     if unknown:
         raise ValueError(f"unknown option(s) {sorted(unknown)} for SSL method {name!r}")
     predictor = cls.make_predictor(spec, options, scale=head_scale, dtype=dtype)
+    projector = cls.make_projector(projector, options, dtype=dtype)
     model = SSLModel(backbone=backbone, projector=projector, predictor=predictor)
     return cls(name=name, model=model, loss_kwargs=FrozenDict(loss_kwargs), **options)

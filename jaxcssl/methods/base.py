@@ -21,7 +21,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 import math
-from typing import Any, Mapping, NamedTuple, Optional
+from typing import Any, ClassVar, Mapping, NamedTuple, Optional
 
 import flax.linen as nn
 import jax
@@ -71,6 +71,9 @@ class SSLMethod(abc.ABC):
       symmetric: ``ssl_loss(v1, v2) = criterion(v1 → z2)`` when True, else the average of both
         directions ``½(criterion(v1 → k2) + criterion(v2 → k1))``.
       uses_target: whether the key side is an EMA target network (BYOL, MoCo v2).
+      batch_fields: per-step inputs the objective needs beyond the views: ``"labels"`` (supervised),
+        whose criterion then scores view 1 against the labels.
+      PREDICTORS: the extra evaluation predictors :meth:`predictors` returns (``"logits"``).
     """
 
     name: str
@@ -78,6 +81,8 @@ class SSLMethod(abc.ABC):
     loss_kwargs: Mapping[str, Any] = dataclasses.field(default_factory=FrozenDict)
     symmetric: bool = True
     uses_target: bool = False
+    batch_fields: ClassVar[frozenset[str]] = frozenset()
+    PREDICTORS: ClassVar[frozenset[str]] = frozenset()
 
     # --- model ---------------------------------------------------------------------------
     def init_variables(self, key: jax.Array, image_shape: tuple[int, int, int]) -> dict[str, Pytree]:
@@ -125,6 +130,18 @@ class SSLMethod(abc.ABC):
         loss12, state = self.criterion(online1, key2, state)
         loss21, state = self.criterion(online2, key1, state)
         return 0.5 * (loss12 + loss21), state
+
+    @classmethod
+    def make_projector(cls, projector: nn.Module, options: Mapping[str, Any], *, dtype: Any) -> nn.Module:
+        """The module after the backbone: the spec's projector (``projector``) unless the method has its own."""
+        del options, dtype
+        return projector
+
+    def predictors(self, variables: Pytree, image_size: int, stats) -> dict[str, Any]:
+        """Extra evaluation predictors of the trained ``variables`` (:attr:`PREDICTORS`), e.g. ``"logits"``:
+        uint8 images -> class logits; ``{}`` for SSL objectives."""
+        del variables, image_size, stats
+        return {}
 
     @classmethod
     def make_predictor(cls, spec: "MethodSpec", options: Mapping[str, Any], *, scale: float, dtype: Any):

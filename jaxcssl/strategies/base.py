@@ -205,9 +205,14 @@ class Strategy:
 
         ``schedule="sequential"``: one phase per task. ``"interleaved"`` (CroMo Sec. 3): one phase of
         ``S`` rows, step ``s`` drawing from task ``s mod S`` (rows cut to the smallest task).
+        ``"interleaved_data"`` (the DIL-minibatch ablation, CroMo App. B): the same, but row ``k``
+        holds every ``S``-th sample (from the ``k``-th) of every task, so each row mixes all classes in
+        about equal shares while the tasks still group the classes for TP.
         """
         tasks = [np.asarray(t, np.int32) for t in tasks]
-        if schedule == "interleaved":
+        if schedule == "interleaved_data":
+            tasks = [np.concatenate([t[k::len(tasks)] for t in tasks]) for k in range(len(tasks))]
+        if schedule in ("interleaved", "interleaved_data"):
             n = min(len(t) for t in tasks)
             return [(tuple(range(len(tasks))), np.stack([t[:n] for t in tasks]))]
         return [((i,), t[None, :]) for i, t in enumerate(tasks)]
@@ -223,14 +228,14 @@ class Strategy:
     ) -> tuple[jax.Array, tuple[Metrics, ModelState]]:
         """The loss before any task has ended: the SSL objective on the current batch."""
         del ctx
-        return ssl_only(method, params, state, batch.view1, batch.view2)
+        return ssl_only(method, params, state, batch.view1, batch.view2, batch.labels)
 
     def loss(
         self, method: SSLMethod, params: Pytree, state: ModelState, batch: Batch, ctx: Context
     ) -> tuple[jax.Array, tuple[Metrics, ModelState]]:
         """The loss after the first task: total, metrics and the updated (non-differentiated) state."""
         del ctx
-        return ssl_only(method, params, state, batch.view1, batch.view2)
+        return ssl_only(method, params, state, batch.view1, batch.view2, batch.labels)
 
     def predictors(self, method: SSLMethod, params: Pytree, batch_stats: Pytree,
                    preprocess: Callable[[jax.Array], jax.Array]) -> dict[str, Callable]:
@@ -338,10 +343,18 @@ def ssl_term(
 
 
 def ssl_only(
-    method: SSLMethod, params: Pytree, state: ModelState, x1: jax.Array, x2: jax.Array
+    method: SSLMethod, params: Pytree, state: ModelState, x1: jax.Array, x2: jax.Array,
+    labels: Optional[jax.Array] = None,
 ) -> tuple[jax.Array, tuple[Metrics, ModelState]]:
-    """Plain SSL on two views (fine-tune, offline, and every strategy during the first task)."""
+    """Plain SSL on two views (fine-tune, offline, and every strategy during the first task).
+
+    A method trained on labels (``"labels"`` in its ``batch_fields``: supervised) scores view 1
+    against ``labels`` with its criterion instead (the ``"ce"`` term); view 2 is not used.
+    """
     e1, state = online(method, params, state, x1)
+    if "labels" in method.batch_fields:
+        loss, loss_state = method.criterion(e1, labels, state.loss_state["ssl"])
+        return loss, ({"ce": loss}, state.replace(loss_state={**state.loss_state, "ssl": loss_state}))
     e2, state = online(method, params, state, x2)
     loss, _, state = ssl_term(method, state, e1, e2, x1, x2)
     return loss, ({"ssl": loss}, state)
