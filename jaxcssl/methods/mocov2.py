@@ -5,7 +5,7 @@ import dataclasses
 
 import jax
 
-from jaxcssl.losses import info_nce, mocov2, mocov2_enqueue, mocov2_init_queue
+from jaxcssl.losses import info_nce, info_nce_per_sample, mocov2, mocov2_enqueue, mocov2_init_queue
 from jaxcssl.methods.base import Embedding, MethodSpec, SSLMethod
 from jaxcssl.models.heads import HeadSpec
 
@@ -29,6 +29,7 @@ class MoCoV2(SSLMethod):
     queue_size: int = 65536
     projection_dim: int = 128
     distill_temperature: float = 0.2
+    rals_units = ("sample",)
 
     def init_loss_state(self):
         queue, ptr = mocov2_init_queue(jax.random.PRNGKey(0), self.queue_size, self.projection_dim)
@@ -36,6 +37,16 @@ class MoCoV2(SSLMethod):
 
     def criterion(self, query: Embedding, key: jax.Array, state):
         return mocov2(query.projection, key, state["queue"], **self.loss_kwargs), state
+
+    def per_sample_loss(self, online1, online2, key1, key2, state):
+        """Both directions' InfoNCE against the queue per image, averaged; its mean is :meth:`ssl_loss`."""
+        queue = jax.lax.stop_gradient(state["queue"])
+
+        def one(query, key):
+            return info_nce_per_sample(query.projection, jax.lax.stop_gradient(key), extra_negatives=queue,
+                                       key_negatives=False, **self.loss_kwargs)
+
+        return 0.5 * (one(online1, key2) + one(online2, key1))
 
     def distill(self, predicted: jax.Array, old: jax.Array, state):
         """CaSSLe's contrastive distiller: InfoNCE from ``h(z)`` to ``z̄`` with in-batch negatives (τ 0.2)."""
