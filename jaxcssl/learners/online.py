@@ -332,8 +332,8 @@ class OnlineLearner(Learner):
         else:
             self.trained_tasks = self.init_source.tasks if self.init_source is not None else ()
         self.stream_tasks = tuple(t for t in range(split.num_tasks) if t not in self.trained_tasks)
-        _check(bool(self.stream_tasks), f"online: the checkpoint {o.init_from!r} has trained every task, "
-                                        "nothing is left to stream")
+        _check(bool(self.stream_tasks), f"online: tasks {list(self.trained_tasks)} are trained before the stream "
+                                        "(pre-training or online.init_from): the split has no task left to stream")
         data_key = rng.stream(config.seed, "data")
         stream = self._order(self.stream_tasks, o.order, jax.random.fold_in(data_key, 0))
         batches = len(stream) // self.stream_batch
