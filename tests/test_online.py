@@ -23,6 +23,7 @@ import pytest
 
 from jaxcssl import checkpointing, engine, methods
 from jaxcssl.config import validate
+from jaxcssl.engine.compile import compile_step
 from jaxcssl.engine.schedules import OneCycle
 from jaxcssl.errors import ConfigError
 from jaxcssl.learners import online
@@ -275,6 +276,27 @@ def test_the_smoke_stream_runs_end_to_end_and_beats_chance(smoke_run):
     # The memory: the pre-trained task filled it (128 samples into 64 slots), then every stream batch.
     assert learner["memory"] == {"size": 64, "filled": 64, "offered": 256, "per_task": learner["memory"]["per_task"]}
     assert sum(learner["memory"]["per_task"]) == 64 and 16 <= learner["memory"]["per_task"][1] <= 48
+
+
+@pytest.mark.slow
+def test_a_batch_fused_into_one_call_trains_as_its_steps_one_by_one():
+    """``train.steps_per_call = N``: one ``lax.scan`` call per stream batch, as on accelerators. The first
+    step's reducible losses are 0 by definition, so the selection there does not hang on rounding."""
+    learner = engine.prepare(smoke_config())
+    phase = learner.plan()[1]
+    start = learner.start_phase(learner.init_state(), phase)
+    inputs, step = learner.inputs(phase), learner.step_fn("stream")
+    ends = []
+    for k in (1, 3):
+        call, state = compile_step(step, learner.data.mesh, k), jax.tree_util.tree_map(jnp.copy, start)
+        for _ in range(6 // k):  # two stream batches
+            state, metrics = call(state, inputs)
+        ends.append(jax.device_get(state))
+    one, fused = ends
+    for a, b in zip(jax.tree_util.tree_leaves(one.params), jax.tree_util.tree_leaves(fused.params)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    assert leaves_equal(one.memory, fused.memory) and leaves_equal(one.selection, fused.selection)
+    assert int(fused.memory.num_seen) == 128 + 2 * 16
 
 
 class Interrupt(Exception):

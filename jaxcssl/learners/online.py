@@ -174,15 +174,19 @@ class RALS:
     shuffle_groups: bool  # groups of randomly ordered samples rather than consecutive ones
 
     def select(self, method: SSLMethod, model: Pytree, anchor: Pytree, view1: jax.Array, view2: jax.Array,
-               loss_state: Pytree, key: jax.Array) -> tuple[jax.Array, jax.Array]:
-        """Rows of the ``keep`` samples with the largest reducible anchor loss (Eq. 9), and the scores."""
+               loss_state: Pytree, key: jax.Array, first: jax.Array | bool = False) -> tuple[jax.Array, jax.Array]:
+        """Rows of the ``keep`` samples with the largest reducible anchor loss (Eq. 9), and the scores.
+
+        ``first``: the batch's first local step, where the anchor is the model and every reducible loss is
+        0 by definition (computed, it would be rounding noise that depends on how XLA fused the program).
+        """
         k_order, k_ties = jax.random.split(key)
         n = view1.shape[0]
         order = jax.random.permutation(k_order, n) if self.shuffle_groups else jnp.arange(n)
         v1, v2 = view1[order], view2[order]
         kwargs = dict(unit=self.unit, group_size=self.group_size, bn=self.bn)
-        scores = (unit_losses(method, model, v1, v2, loss_state, **kwargs)
-                  - unit_losses(method, anchor, v1, v2, loss_state, **kwargs))
+        scores = jnp.where(first, 0.0, unit_losses(method, model, v1, v2, loss_state, **kwargs)
+                           - unit_losses(method, anchor, v1, v2, loss_state, **kwargs))
         units = select_units(scores, self.keep // self.group_size, k_ties)
         return order[unit_rows(units, self.group_size)], scores
 
@@ -536,7 +540,7 @@ class OnlineLearner(Learner):
         else:
             anchor = _where(first, self._model(state.params, state.model_state), state.anchor)
             chosen, scores = rals.select(method, self._model(state.params, state.model_state), anchor, view1, view2,
-                                         state.model_state.loss_state["ssl"], k_select)
+                                         state.model_state.loss_state["ssl"], k_select, first)
             x1 = sharding.shard_batch(view1[chosen], mesh)
             x2 = sharding.shard_batch(view2[chosen], mesh)
             new_fraction = jnp.mean((chosen < B).astype(jnp.float32))
