@@ -244,6 +244,27 @@ def test_without_rals_any_objective_streams():
     assert validate(config).online.rals is False
 
 
+@pytest.mark.parametrize("method,overrides", [
+    ("barlow_twins", dict(momentum_persists=False, rals_bn="running", rals_shuffle_groups=True)),
+    ("barlow_twins", dict(rals_loss="objective", memory_init="empty", cycle_momentum=False)),
+    ("barlow_twins", dict(rals=False)),
+    ("byol", {}), ("mocov2", {}), ("simsiam", {}),
+    ("vicreg", {}), ("vicreg", dict(rals_unit="sample", rals_loss="objective")),
+])
+def test_every_option_and_objective_traces_the_stream_step(method, overrides):
+    """The stream step of every RALS form and option, traced (shapes and types; no compilation)."""
+    config = smoke_config(method)
+    config.online.update(overrides)
+    learner = engine.prepare(config)
+    phase = learner.plan()[-1]
+    state = jax.eval_shape(learner.init_state)
+    new_state, metrics = jax.eval_shape(learner.step_fn(phase.program), state, learner.inputs(phase))
+    assert jax.tree_util.tree_structure(new_state) == jax.tree_util.tree_structure(state)
+    assert all(a.shape == b.shape and a.dtype == b.dtype for a, b in
+               zip(jax.tree_util.tree_leaves(new_state), jax.tree_util.tree_leaves(state)))
+    assert ("rals_new_fraction" in metrics) == config.online.rals and ("momentum" in metrics) == config.online.cycle_momentum
+
+
 # --- end to end ---------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
