@@ -156,14 +156,14 @@ def rals_setup():
     for name in ("simclr", "barlow_twins"):
         config = validate(smoke_config(name))
         learner = engine.prepare(config)
-        state = jax.device_get(learner.init_state())
+        state = jax.device_get(jax.jit(learner.init_state)())  # one program, not op by op
         model = learner._model(state.params, state.model_state)
         anchor = jax.tree_util.tree_map(
             lambda x: x + 0.3 * (np.std(x) + 1e-3) * np.random.default_rng(x.size).standard_normal(x.shape)
             .astype(x.dtype), model)
-        images = learner.data.dataset.x_train[:48]
-        views = [jax.jit(lambda k, x, v=v: online.augment(k, x, v))(jax.random.PRNGKey(i), images)
-                 for i, v in enumerate(learner.views)]
+        images = learner.data.dataset.x_train[:48].astype(np.float32) / 255 - 0.5
+        views = [images, images[:, :, ::-1] + 0.1 * np.random.default_rng(0).standard_normal(images.shape)
+                 .astype(np.float32)]  # two views: the images, and flipped with noise
         out[name] = (learner, model, anchor, views)
     return out
 
