@@ -1,6 +1,7 @@
-r"""Baseline 'der' in any CroMo Table 2 setting: ``--config=configs/der.py:<setting>,<ssl method>``.
+r"""Baseline 'der' in any CroMo Table 2 setting: ``--config=configs/der.py:<setting>,<ssl method>[,official]``.
 
-Settings: cifar10_split2, cifar100_split5 (default), cifar100_split10, tinyimagenet_split10.
+Settings: cifar10_split2, cifar100_split5 (default), cifar100_split10, tinyimagenet_split10. The third
+part is the preset, ``paper`` (default) or ``official``: the authors' commands' values (README, "Presets").
 """
 from jaxcssl.config import paper_config_from_arg
 

@@ -86,7 +86,7 @@ print("parameters:", sum(x.size for x in jax.tree_util.tree_leaves(params)))
 
 # %% [markdown]
 # ## The objective is a pure, jittable function
-# With the reference arguments (λ = 5e-3, loss scale 0.025, unbiased std) it reproduces the official
+# With the reference arguments (λ = 5e-3, loss scale 0.1, unbiased std) it reproduces the official
 # CroMo-Mixup `BarlowTwinsLoss`. Identical views give a small loss, independent ones a large one.
 
 # %%

@@ -89,6 +89,11 @@ def make_mesh(config) -> Mesh:
 def prepare_data(config, mesh: Mesh) -> Data:
     """Load the data and build the split; raise on anything that cannot work."""
     dataset = load_dataset(config)
+    counts = np.bincount(dataset.y_train, minlength=dataset.num_classes)
+    empty = [dataset.class_names[c] for c in np.flatnonzero(counts == 0)]
+    if empty:
+        raise ConfigError(f"dataset {dataset.name!r}: class(es) {', '.join(map(repr, empty[:5]))} have no training "
+                          f"images{' (and more)' if len(empty) > 5 else ''}; drop them with dataset.classes")
     split = make_split(config, dataset)
     image_size = config.augment.image_size or dataset.image_shape[0]
     mean, std = augment.DATASET_STATS.get(config.dataset.name, augment.DATASET_STATS["synthetic"])

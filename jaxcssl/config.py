@@ -38,6 +38,42 @@ RENAMED = {
     "strategy.sycon_negative_weight": "strategy.sycon.negative_weight",
 }
 
+# The presets of the CroMo-Mixup configs (``config.reference``): the paper's values (Table 5, Eq. 3-5,
+# Sec. D.1; where it gives none, the official commands') or the official commands'.
+REFERENCES = ("paper", "official")
+
+_OFFICIAL_CROMO = {"strategy.cromo.mixup.weight": 0.5, "strategy.cromo.distill_weight": 0.5}  # ½ on both sums
+_SAME_LR_MISSING = {"optim.later_task_lr_factor": 0.1}  # no --same_lr: lr / 10 after the first task
+# Where the official CroMo-Mixup commands (Continual_Experiments/final_commands.sh and cont_commands.sh,
+# the *_mixed_distillation runs, as their trainers read them) differ from the paper: config keys per SSL
+# objective, for every dataset ("*") and per dataset. The other strategies take the same values.
+OFFICIAL_COMMANDS: dict[str, dict[str, dict[str, Any]]] = {
+    "barlow_twins": {
+        "*": {**_OFFICIAL_CROMO, "optim.base_lr": 0.25, "strategy.cromo.mixup.lam": "fixed"},
+        "cifar10": _SAME_LR_MISSING,
+        "tiny_imagenet": {"optim.base_lr": 0.1},
+    },
+    "simclr": {
+        "*": {**_OFFICIAL_CROMO, "optim.name": "lars"},
+        "cifar10": _SAME_LR_MISSING,
+        "cifar100": _SAME_LR_MISSING,
+    },
+    "byol": {
+        # The BYOL commands pass --bsize 64, which the trainer does not read: its replay batch is
+        # --replay_bs's default, 128.
+        "*": {**_OFFICIAL_CROMO, "strategy.replay_batch": 128, "strategy.cromo.distill_input": "current_and_mixed"},
+        "cifar10": _SAME_LR_MISSING,
+        "cifar100": _SAME_LR_MISSING,
+        "tiny_imagenet": {"optim.weight_decay": 1e-6},
+    },
+    "corinfomax": {
+        # The trainer sums its split distillation without --lambdap and without halving it: ζ = 1.
+        "*": {"strategy.cromo.mixup.weight": 0.5, "train.batch_size": 256, "strategy.cromo.mixup.loss": "barlow_twins",
+              "strategy.cromo.distill_form": "split_views"},
+        "tiny_imagenet": {"optim.base_lr": 0.1},
+    },
+}
+
 # CroMo-Mixup Sec. 6.1, Table 6 and the official scripts.
 PAPER_SETTINGS: dict[str, dict[str, Any]] = {
     "cifar10_split2": dict(
@@ -76,6 +112,9 @@ def base_config() -> ml_collections.ConfigDict:
     """The schema: every key a config may set, with its default."""
     c = ml_collections.ConfigDict()
     c.seed = 0
+    # paper | official: the preset a config file's argument chose (e.g. configs/cromo_cifar10.py:byol,official);
+    # its values follow it, so it is set through the argument, not changed on its own.
+    c.reference = "paper"
 
     c.dataset = ml_collections.ConfigDict(dict(
         name="cifar100",
@@ -157,7 +196,8 @@ def base_config() -> ml_collections.ConfigDict:
         log_every_steps=50,
         checkpoint_every_steps=1000,
         num_devices=0,               # 0 = all devices
-        distributed=False,           # jax.distributed.initialize() (multi-host)
+        distributed=False,           # jax.distributed.initialize() (several processes: TPU pods, SLURM, local GPUs)
+        distributed_timeout=60,      # seconds the processes wait for each other at start (more on large pods)
         reinit_each_task=False,      # train every task from the initial model: the single-task reference
                                      # runs of Kaizen's forward transfer (see eval.reference_workdir)
     ))
@@ -180,12 +220,16 @@ def base_config() -> ml_collections.ConfigDict:
     return c
 
 
-def paper_config(setting: str, method: str = "barlow_twins", strategy: str = "cromo") -> ml_collections.ConfigDict:
-    """A CroMo-Mixup Table 2 setting with the method's reference hyper-parameters (Tables 5–6)."""
+def paper_config(
+    setting: str, method: str = "barlow_twins", strategy: str = "cromo", reference: str = "paper"
+) -> ml_collections.ConfigDict:
+    """A CroMo-Mixup Table 2 setting with the method's hyper-parameters under ``reference``: ``"paper"``
+    (Tables 5–6) or ``"official"`` (the authors' commands, :data:`OFFICIAL_COMMANDS`)."""
     if setting not in PAPER_SETTINGS:
         raise ConfigError(f"unknown paper setting {setting!r}; known: {', '.join(PAPER_SETTINGS)}")
     s = PAPER_SETTINGS[setting]
     c = base_config()
+    c.reference = reference
     c.dataset.name = s["dataset"]
     c.dataset.source = s.get("source", "tfds")
     c.split.classes_per_task = tuple(s["classes_per_task"])
@@ -201,20 +245,23 @@ def paper_config(setting: str, method: str = "barlow_twins", strategy: str = "cr
 def paper_config_from_arg(
     strategy: str, arg: str | None, default_setting: str = "cifar100_split5"
 ) -> ml_collections.ConfigDict:
-    """Config-file helper: ``arg`` is ``"<setting>[,<method>]"``, e.g. ``"cifar10_split2,simclr"``."""
+    """Config-file helper: ``arg`` is ``"<setting>[,<method>[,paper|official]]"``, e.g. ``"cifar10_split2,simclr"``."""
     parts = [p.strip() for p in (arg or "").split(",") if p.strip()]
-    if len(parts) > 2:
-        raise ConfigError(f"config argument {arg!r}: expected '<setting>[,<ssl method>]'")
+    if len(parts) > 3:
+        raise ConfigError(f"config argument {arg!r}: expected '<setting>[,<ssl method>[,paper|official]]'")
     setting = parts[0] if parts else default_setting
     method = parts[1] if len(parts) > 1 else "barlow_twins"
-    config = paper_config(setting, method, strategy)
+    reference = parts[2] if len(parts) > 2 else "paper"
+    if reference not in REFERENCES:
+        raise ConfigError(f"config argument {arg!r}: reference {reference!r} is not one of: {', '.join(REFERENCES)}")
+    config = paper_config(setting, method, strategy, reference)
     if strategy == "lump":
         config.strategy.replay_batch = config.train.batch_size  # LUMP mixes the whole batch
     return config
 
 
 def apply_method(c: ml_collections.ConfigDict, method: str) -> ml_collections.ConfigDict:
-    """Set ``ssl.method`` and the method's reference optimiser, batch, loss and mixup λ."""
+    """Set ``ssl.method`` and the method's optimiser, batch, loss and mixup λ under ``c.reference``."""
     d = method_defaults(method, c.dataset.name)
     c.ssl.method = method
     c.ssl.loss = ml_collections.ConfigDict(d["loss"])
@@ -223,13 +270,34 @@ def apply_method(c: ml_collections.ConfigDict, method: str) -> ml_collections.Co
     c.optim.base_lr = d["base_lr"]
     c.optim.weight_decay = d["weight_decay"]
     c.optim.warmup_epochs = d.get("warmup_epochs", 0)
+    c.optim.final_lr = d.get("final_lr", 0.0)
     c.train.batch_size = d["batch_size"]
-    c.optim.base_batch = 256 if d.get("scale_lr_by_batch", True) else d["batch_size"]
     # Linear probe: lr 0.2, BYOL 0.1 (the reference scripts).
     c.eval.linear_lr = 0.1 if method == "byol" else 0.2
-    # The reference fixes λ = 0.7 for Barlow Twins and draws Beta(1, 1) per batch otherwise.
-    c.strategy.cromo.mixup.lam = "fixed" if method == "barlow_twins" else "batch"
+    # Eq. 3: λ ~ Beta(α, α); the paper gives neither α nor how often λ is drawn: the official code's
+    # one Beta(1, 1) draw per batch.
+    c.strategy.cromo.mixup.lam = "batch"
+    if c.reference == "official":
+        for key, value in official_values(method, c.dataset.name).items():
+            _set(c, key, value)
+    c.optim.base_batch = 256 if d.get("scale_lr_by_batch", True) else c.train.batch_size
     return c
+
+
+def official_values(method: str, dataset: str) -> dict[str, Any]:
+    """The config values of ``method`` on ``dataset`` where the official commands differ from the paper."""
+    if method not in OFFICIAL_COMMANDS:
+        raise ConfigError(f"reference='official': the official CroMo-Mixup commands cover "
+                          f"{', '.join(OFFICIAL_COMMANDS)}, not ssl.method={method!r}")
+    values = OFFICIAL_COMMANDS[method]
+    return {**values["*"], **values.get(dataset, {})}
+
+
+def _set(c: ml_collections.ConfigDict, key: str, value: Any) -> None:
+    *groups, name = key.split(".")
+    for group in groups:
+        c = c[group]
+    c[name] = value
 
 
 def _walk(schema: ml_collections.ConfigDict, config: Mapping[str, Any], prefix: str = "") -> None:
@@ -258,6 +326,34 @@ def _positive(name: str, value: Any) -> None:
         raise ConfigError(f"{name}={value!r} must be > 0")
 
 
+def _nonnegative(name: str, value: Any) -> None:
+    if not value >= 0:
+        raise ConfigError(f"{name}={value!r} must be >= 0")
+
+
+# Loss arguments that must be > 0 (the others, weights and coefficients, must be >= 0).
+_POSITIVE_LOSS_ARGUMENTS = ("scale", "temperature", "whitening_size", "sinkhorn_epsilon", "sinkhorn_iterations")
+
+
+def _check_loss(config: ml_collections.ConfigDict) -> None:
+    """``ssl.loss`` holds arguments of the method's loss, with values that can work."""
+    method = config.ssl.method
+    known = method_defaults(method, config.dataset.name)["loss"]
+    for key, value in config.ssl.loss.items():
+        if key not in known:
+            raise ConfigError(f"ssl.loss.{key} is not an argument of {method!r}'s loss; its arguments: "
+                              f"{', '.join(sorted(known)) or '(none)'}")
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            if type(value) is not type(known[key]):
+                raise ConfigError(f"ssl.loss.{key}={value!r} must be a {type(known[key]).__name__} like its "
+                                  f"default {known[key]!r}")
+            continue
+        if key in _POSITIVE_LOSS_ARGUMENTS:
+            _positive(f"ssl.loss.{key}", value)
+        else:
+            _nonnegative(f"ssl.loss.{key}", value)
+
+
 def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """Check ``config`` against the schema and the enumerations; raise one :class:`ConfigError`.
 
@@ -265,6 +361,7 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     dataset is loaded, still before anything compiles.
     """
     _walk(base_config(), config)
+    _one_of("reference", config.reference, REFERENCES)
     _one_of("dataset.source", config.dataset.source, SOURCES)
     if config.dataset.source != "image_folder" and config.dataset.source != "npz":
         _one_of("dataset.name", config.dataset.name, DATASETS)
@@ -284,9 +381,14 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     _positive("model.width", config.model.width)
     _positive("model.head_scale", config.model.head_scale)
     _one_of("ssl.method", config.ssl.method, methods.REGISTRY.names())
+    _check_loss(config)
     _one_of("optim.name", config.optim.name, optim.OPTIMIZERS)
-    for key in ("base_lr", "base_batch"):
+    for key in ("base_lr", "base_batch", "eta"):
         _positive(f"optim.{key}", config.optim[key])
+    for key in ("weight_decay", "warmup_epochs", "final_lr", "later_task_lr_factor"):
+        _nonnegative(f"optim.{key}", config.optim[key])
+    if not 0.0 <= config.optim.momentum < 1.0:
+        raise ConfigError(f"optim.momentum={config.optim.momentum!r} must lie in [0, 1)")
     try:
         optim.ParamRules(tuple(map(tuple, config.optim.lr_mults)), tuple(map(tuple, config.optim.wd_mults)),
                          tuple(config.optim.frozen)).check()
@@ -294,6 +396,9 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         raise ConfigError(str(error)) from None
     for key in ("batch_size", "epochs", "steps_per_call", "log_every_steps", "checkpoint_every_steps"):
         _positive(f"train.{key}", config.train[key])
+    _nonnegative("train.first_task_epochs (0: same as train.epochs)", config.train.first_task_epochs)
+    _nonnegative("train.num_devices (0: all)", config.train.num_devices)
+    _positive("train.distributed_timeout", config.train.distributed_timeout)
     _one_of("strategy.old_model_bn", config.strategy.old_model_bn, ("batch", "running"))
     learners.REGISTRY.get(config.learner.name).check(config)
     for stage in ("after_task", "final"):

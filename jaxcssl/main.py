@@ -31,7 +31,7 @@ _TRACEBACK = flags.DEFINE_bool("traceback", False, "Show the full traceback of e
 
 # Errors that are about the user's input, reported as one line.
 USER_ERRORS = (
-    ConfigError, checkpointing.WorkdirConfigError, engine.NonFiniteLossError, FileNotFoundError, ValueError,
+    ConfigError, checkpointing.WorkdirConfigError, engine.NonFiniteLossError, OSError, ValueError,
 )
 
 
@@ -46,12 +46,19 @@ def summary_line(results: dict) -> str:
     return "no final evaluation configured"
 
 
+def _quiet(record) -> bool:
+    """False for the library chatter the console does not need (absl logging filter)."""
+    return "orbax" not in record.pathname and "Unable to initialize backend" not in record.getMessage()
+
+
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     logging.set_verbosity(logging.INFO)
-    # Orbax reports every checkpoint step at INFO; keep the console to the run's own lines.
-    logging.get_absl_handler().addFilter(lambda record: "orbax" not in record.pathname)
+    # Orbax reports every checkpoint step at INFO, and jax that a machine has no TPU (not an error):
+    # keep the console to the run's own lines unless --verbosity asks for more.
+    if not flags.FLAGS["verbosity"].present:
+        logging.get_absl_handler().addFilter(_quiet)
     try:
         with preemption.StopRequest.from_flags(_TIME_LIMIT.value, _FINAL_EVAL_TIME.value) as stop:
             results = engine.run(_config_value(), _WORKDIR.value, stop=stop)

@@ -6,6 +6,11 @@ checkpoint and raises :class:`RunStopped`; ``python -m jaxcssl.main`` then exits
 :data:`EXIT_RESUMABLE`, and the same command resumes the run. A loop in a job script::
 
     until python -m jaxcssl.main --config=... --workdir=W --time_limit=55m; do [ $? -eq 75 ] || break; done
+
+With several processes (``train.distributed``), the processes must stop at the same step:
+:class:`AgreedStop` takes JAX's preemption sync point (``multihost_utils.reached_preemption_sync_point``:
+SIGTERM to any process, which JAX's preemption notifier catches, stops all of them at one step) and
+process 0's clock for the time limit (broadcast at log and checkpoint steps).
 """
 from __future__ import annotations
 
@@ -14,6 +19,9 @@ import signal
 import threading
 import time
 from typing import Optional
+
+import jax
+import jax.numpy as jnp
 
 EXIT_RESUMABLE = 75  # EX_TEMPFAIL (sysexits.h): stopped early, try again
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*([smh]?)\s*$")
@@ -54,7 +62,11 @@ class StopRequest:
     def from_flags(cls, time_limit: str, final_eval_time: str) -> "StopRequest":
         """From the ``--time_limit`` ("" = none) and ``--final_eval_time`` flag values."""
         limit = parse_duration(time_limit, "--time_limit") if time_limit else None
-        return cls(limit, final_eval_s=parse_duration(final_eval_time, "--final_eval_time"))
+        reserve = parse_duration(final_eval_time, "--final_eval_time")
+        if limit is not None and 0 < reserve and limit <= reserve:
+            raise ValueError(f"--final_eval_time={final_eval_time} leaves no time to train within "
+                             f"--time_limit={time_limit}: make it shorter than the limit")
+        return cls(limit, final_eval_s=reserve)
 
     def __enter__(self) -> "StopRequest":
         if threading.current_thread() is threading.main_thread():
@@ -77,6 +89,49 @@ class StopRequest:
         """Why the run should stop now, or ``None``; ``reserve_s``: seconds the next stage needs."""
         if self._signal is not None:
             return f"received {self._signal}"
-        if self.remaining_s() <= reserve_s:
+        remaining = self.remaining_s()
+        if remaining <= 0:
             return f"time limit of {self.time_limit_s:g} s reached"
+        if remaining <= reserve_s:
+            return f"{remaining:.0f} s left of the time limit of {self.time_limit_s:g} s, less than the {reserve_s:g} s reserved"
         return None
+
+
+class AgreedStop:
+    """The stop decisions of a run, the same on every process.
+
+    ``at_step`` is called after every compiled call with the global step reached (``boundary``: a log
+    or checkpoint step, where the clock is consulted across processes); ``at_phase_end`` after a
+    phase's checkpoint, with the time the next stage needs. A preemption noticed at a phase's last
+    step is acted on at its end.
+    """
+
+    def __init__(self, stop: Optional[StopRequest]):
+        self.stop = stop
+        self.distributed = jax.distributed.is_initialized()
+        self.pending: Optional[str] = None
+
+    def _clock(self, reserve_s: float) -> Optional[str]:
+        if self.stop is None:
+            return None
+        reason = self.stop.reason(reserve_s)
+        if not self.distributed:
+            return reason
+        from jax.experimental import multihost_utils
+
+        if int(multihost_utils.broadcast_one_to_all(jnp.int32(reason is not None))):  # process 0 decides
+            return reason or "process 0 reached its time limit"
+        return None
+
+    def at_step(self, step: int, boundary: bool) -> Optional[str]:
+        if self.distributed:
+            from jax.experimental import multihost_utils
+
+            if multihost_utils.reached_preemption_sync_point(step):
+                self.pending = "preempted: a process received SIGTERM"
+                return self.pending
+            return self._clock(0.0) if boundary else None
+        return self._clock(0.0)
+
+    def at_phase_end(self, reserve_s: float) -> Optional[str]:
+        return self.pending or self._clock(reserve_s)

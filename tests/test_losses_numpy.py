@@ -113,6 +113,11 @@ def np_mocov2(q, k, queue, t):
     return np.mean(np_info_nce_per_sample(q, k, t, extra=queue, key_negatives=False))
 
 
+def np_mocov2_symmetric(q1, q2, k1, k2, queues, t):
+    """solo-learn's MoCo v2+: each direction against the queue of its key's view."""
+    return 0.5 * (np_mocov2(q1, k2, queues[1], t) + np_mocov2(q2, k1, queues[0], t))
+
+
 def np_sinkhorn(scores, eps=0.05, iters=3):
     q = np.exp(scores / eps).T  # [K, B] as in the SwAV code
     k, b = q.shape
@@ -164,6 +169,7 @@ def data():
         "z2": z2,
         "extra": rng.normal(size=(12, D)),
         "queue": np_normalize(rng.normal(size=(40, D))),
+        "queues": np_normalize(rng.normal(size=(2, 40, D))),
         "protos": rng.normal(size=(10, D)),
         "v": rng.normal(size=(N, D)),
         "state": (
@@ -277,6 +283,19 @@ def test_mocov2_value_and_gradient(data):
     assert_close(jl.mocov2(f32(z1), f32(z2), f32(queue)), np_mocov2(z1, z2, queue, 0.2))
     check_directional_derivative(
         lambda q: jl.mocov2(q, f32(z2), f32(queue)), lambda q: np_mocov2(q, z2, queue, 0.2), z1, v
+    )
+
+
+def test_mocov2_symmetric_value_and_gradient(data):
+    z1, z2, queues, v = data["z1"], data["z2"], data["queues"], data["v"]
+    k1, k2 = z2[::-1], z1[::-1]  # keys other than the queries' partners
+    got = jl.mocov2_symmetric(f32(z1), f32(z2), f32(k1), f32(k2), f32(queues))
+    assert_close(got, np_mocov2_symmetric(z1, z2, k1, k2, queues, 0.2))
+    one_queue = 0.5 * (np_mocov2(z1, k2, queues.reshape(-1, D), 0.2) + np_mocov2(z2, k1, queues.reshape(-1, D), 0.2))
+    assert abs(float(got) - one_queue) > 1e-2  # a shared queue of both views' keys is another loss
+    check_directional_derivative(
+        lambda q: jl.mocov2_symmetric(q, f32(z2), f32(k1), f32(k2), f32(queues)),
+        lambda q: np_mocov2_symmetric(q, z2, k1, k2, queues, 0.2), z1, v,
     )
 
 

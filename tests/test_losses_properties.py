@@ -132,19 +132,21 @@ def test_wmse_rng_permutes_both_views_alike():
     assert float(shuffled) != float(jl.wmse(z1, z2, whitening_size=16))
 
 
-def test_mocov2_enqueue_is_a_fifo_ring_buffer():
+def test_mocov2_enqueue_is_a_fifo_ring_buffer_per_view():
     queue, ptr = losses.mocov2_init_queue(jax.random.key(0), 10, D)
-    np.testing.assert_allclose(jnp.linalg.norm(queue, axis=1), np.ones(10), rtol=1e-5)
+    assert queue.shape == (2, 10, D)
+    np.testing.assert_allclose(jnp.linalg.norm(queue, axis=-1), np.ones((2, 10)), rtol=1e-5)
     enqueue = jax.jit(losses.mocov2_enqueue)
     written = []
     for step in range(4):
-        keys = rand(step, (4, D))
+        keys = rand(step, (2, 4, D))
         queue, ptr = enqueue(queue, ptr, keys)
-        written.append(np.asarray(keys) / np.linalg.norm(np.asarray(keys), axis=1, keepdims=True))
+        written.append(np.asarray(keys) / np.linalg.norm(np.asarray(keys), axis=-1, keepdims=True))
     assert int(ptr) == 16 % 10
-    latest = np.concatenate(written)[-10:]  # 10 newest keys, oldest first
-    expected = np.roll(latest, int(ptr), axis=0)  # row r holds the key written at position r (mod 10)
-    np.testing.assert_allclose(queue, expected, rtol=1e-6)
+    for view in range(2):
+        latest = np.concatenate([w[view] for w in written])[-10:]  # 10 newest keys of the view, oldest first
+        expected = np.roll(latest, int(ptr), axis=0)  # row r holds the key written at position r (mod 10)
+        np.testing.assert_allclose(queue[view], expected, rtol=1e-6)
     assert queue.dtype == jnp.float32 and ptr.dtype == jnp.int32
 
 
@@ -236,3 +238,7 @@ def test_bad_inputs_raise_clear_errors():
         jl.corinfomax(z, z, losses.corinfomax_init_state(4))
     with pytest.raises(ValueError, match="exceeds the queue size 8"):
         jl.mocov2_enqueue(jnp.zeros((8, D)), jnp.int32(0), rand(2, (12, D)))
+    with pytest.raises(ValueError, match=r"keys must be \[2, 'N', 8\] for a queue \(2, 8, 8\)"):
+        jl.mocov2_enqueue(jnp.zeros((2, 8, D)), jnp.int32(0), rand(2, (4, D)))
+    with pytest.raises(ValueError, match=r"queues must be \[2, K, D\]"):
+        jl.mocov2_symmetric(z, z, z, z, jnp.zeros((8, D)))

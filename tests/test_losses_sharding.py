@@ -32,7 +32,7 @@ def rand(seed, shape):
 
 
 Z1, Z2 = rand(1, (N, D)), rand(2, (N, D)) + 0.5 * rand(1, (N, D))
-QUEUE, PROTOS = losses.mocov2_init_queue(jax.random.key(0), 24, D)[0], rand(3, (6, D))
+QUEUES, PROTOS = losses.mocov2_init_queue(jax.random.key(0), 24, D)[0], rand(3, (6, D))
 EXTRA = rand(4, (10, D))
 STATE = losses.CorInfoMaxState(
     R1=jnp.eye(D) + 0.1 * jnp.cov(rand(5, (64, D)), rowvar=False),
@@ -52,7 +52,8 @@ CASES = {
     "simsiam": (lambda a, b, _: losses.simsiam(a, b), None),
     "vicreg": (lambda a, b, _: losses.vicreg(a, b), None),
     "corinfomax": (lambda a, b, s: losses.corinfomax(a, b, s), STATE),
-    "mocov2": (lambda a, b, q: losses.mocov2(a, b, q), QUEUE),
+    "mocov2": (lambda a, b, q: losses.mocov2(a, b, q[1]), QUEUES),
+    "mocov2_symmetric": (lambda a, b, q: losses.mocov2_symmetric(a, b, b, a, q), QUEUES),
     "swav": (lambda a, b, c: losses.swav(a, b, c), PROTOS),
     "wmse": (lambda a, b, _: losses.wmse(a, b, whitening_size=16), None),
 }
@@ -88,9 +89,10 @@ def test_one_device_equals_four(mesh, name):
 
 def test_mocov2_enqueue_one_device_equals_four(mesh):
     enqueue = jax.jit(losses.mocov2_enqueue)
-    want_q, want_p = enqueue(QUEUE, jnp.int32(20), Z1[:8])
-    keys = jax.device_put(Z1[:8], NamedSharding(mesh, P("data")))
-    queue = jax.device_put(QUEUE, NamedSharding(mesh, P()))
+    both = jnp.stack([Z1[:8], Z2[:8]])
+    want_q, want_p = enqueue(QUEUES, jnp.int32(20), both)
+    keys = jax.device_put(both, NamedSharding(mesh, P(None, "data")))
+    queue = jax.device_put(QUEUES, NamedSharding(mesh, P()))
     got_q, got_p = enqueue(queue, jnp.int32(20), keys)
     np.testing.assert_allclose(np.asarray(got_q), np.asarray(want_q), rtol=1e-6)
     assert int(got_p) == int(want_p) == 4

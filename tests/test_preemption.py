@@ -41,6 +41,9 @@ def test_from_flags_parses_both_durations():
     assert stop.time_limit_s == 3600.0 and stop.final_eval_s == 300.0
     with pytest.raises(ValueError, match="--final_eval_time='later' is not a duration"):
         preemption.StopRequest.from_flags("1h", "later")
+    # A reserve as long as the limit would stop the run at once, saying the time was up.
+    with pytest.raises(ValueError, match="--final_eval_time=2h leaves no time to train within --time_limit=1h"):
+        preemption.StopRequest.from_flags("1h", "2h")
 
 
 def test_the_time_limit_and_the_final_evaluation_reserve():
@@ -49,7 +52,7 @@ def test_the_time_limit_and_the_final_evaluation_reserve():
     stop = preemption.StopRequest(3600.0, final_eval_s=600.0)
     assert stop.reason() is None
     assert stop.reason(stop.final_eval_s) is None
-    assert stop.reason(3600.0) == "time limit of 3600 s reached"
+    assert stop.reason(3600.0).endswith("s left of the time limit of 3600 s, less than the 3600 s reserved")
     assert preemption.StopRequest(0.0).reason() == "time limit of 0 s reached"
 
 

@@ -336,6 +336,88 @@ def test_cromo_old_model_gets_no_gradient_and_nothing_written_back(barlow):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))  # old-model statistics never leak
 
 
+# --- CroMo-Mixup: the official trainers' forms -------------------------------------------------------
+@pytest.fixture(scope="module")
+def corinfomax() -> Setup:
+    return make_setup("corinfomax", 4)
+
+
+@functools.partial(jax.jit, static_argnames=("method", "predictor", "with_mixed", "normalize_input"))
+def cromo_parts(method, predictor, params, state, old, views, partners, lam, with_mixed=False,
+                normalize_input=False):
+    """Per view, recomputed without the strategy: the current and mixed projections (one forward pass
+    of [x; x_mix]), the old model's projections of [x; x_M] and ``h`` of the current projections
+    (run on [z; z_mix] when ``with_mixed``, on L2-normalised inputs when ``normalize_input``)."""
+    out = []
+    for x, partner in zip(views, partners):
+        mixed = lam * x[:R] + (1.0 - lam) * partner
+        both = _embed(method, _current(params, state), jnp.concatenate([x, mixed])).projection
+        old_both = _embed(method, old, jnp.concatenate([x, partner])).projection
+        h_input = both if with_mixed else both[:B]
+        if normalize_input:
+            h_input = h_input / jnp.linalg.norm(h_input, axis=1, keepdims=True)
+        predicted = _predict(predictor, params, state, h_input)[:B]
+        out.append({"current": both[:B], "mixed": both[B:], "old_current": old_both[:B], "old_partner": old_both[B:],
+                    "predicted": predicted})
+    return out
+
+
+def _parts(s: Setup, **kwargs):
+    views, memory = (s.batch.view1, s.batch.view2), (s.batch.memory1, s.batch.memory2)
+    return cromo_parts(s.method, s.predictor, s.params, s.state, s.old, views, memory, 0.7, **kwargs)
+
+
+def np_corinfomax_log_det(a, b, la=0.01, eps=1e-8):
+    """``-(logdet(R_a) + logdet(R_b)) / D`` from the initial state (R = I, μ = 0), one update."""
+    d = a.shape[1]
+    total = 0.0
+    for z in (_np(a), _np(b)):
+        centred = z - (1.0 - la) * z.mean(axis=0)
+        r = la * np.eye(d) + (1.0 - la) * centred.T @ centred / len(z)
+        total += np.linalg.slogdet(r + eps * np.eye(d))[1]
+    return -total / d
+
+
+def test_cromo_mixup_scored_with_barlow_twins_on_normalised_embeddings(corinfomax):
+    """The official CorInfoMax trainer: Eq. 4 with BarlowTwinsLoss(5e-3, scale 0.1) on L2-normalised z."""
+    s = corinfomax
+    _, (metrics, _) = run_setup(_cromo(s, mixup_loss="barlow_twins"), s)
+    expected = 0.0
+    for v in _parts(s):
+        mix, current, partner = _unit(v["mixed"]), _unit(v["current"][:R]), _unit(v["old_partner"])
+        expected += (0.7 * np_barlow_twins(mix, current, 5e-3, 0.1, 0.0, True)
+                     + 0.3 * np_barlow_twins(mix, partner, 5e-3, 0.1, 0.0, True))
+    close(metrics["cromo"], expected)
+    _, (with_ssl, _) = run_setup(_cromo(s), s)
+    assert abs(float(with_ssl["cromo"]) - expected) > 1e-2
+
+
+def test_cromo_corinfomax_distillation_split_across_the_views(corinfomax):
+    """The official CorInfoMax trainer: 250·MSE(p², z̄²) + cov(p¹, z̄¹), p = n(h(n(z))), z̄ normalised."""
+    s = corinfomax
+    _, (metrics, state) = run_setup(_cromo(s, distill_form="split_views"), s)
+    v1, v2 = _parts(s, normalize_input=True)
+    p1, p2, old1, old2 = (_unit(x) for x in (v1["predicted"], v2["predicted"], v1["old_current"], v2["old_current"]))
+    expected = 250.0 * np.mean((p2 - old2) ** 2) + np_corinfomax_log_det(p1, old1)
+    close(metrics["distill"], expected)
+    mu = 0.99 * np.stack([p1.mean(axis=0), old1.mean(axis=0)])
+    close(np.stack([state.loss_state["distill"].mu1, state.loss_state["distill"].mu2]), mu)
+    _, (per_view, _) = run_setup(_cromo(s), s)
+    assert abs(float(per_view["distill"]) - expected) > 1e-2
+
+
+def test_cromo_distillation_predictor_sees_the_mixed_rows(byol):
+    """The official BYOL trainer runs h on [z; z_mix] and distils the current rows (2 − 2 cos to z̄)."""
+    s = byol
+    _, (metrics, _) = run_setup(_cromo(s, distill_input="current_and_mixed"), s)
+    expected = sum(np.mean(2.0 - 2.0 * _cos(v["predicted"], v["old_current"])) for v in _parts(s, with_mixed=True))
+    close(metrics["distill"], expected)
+    _, (current_only, _) = run_setup(_cromo(s), s)
+    reference = sum(np.mean(2.0 - 2.0 * _cos(v["predicted"], v["old_current"])) for v in _parts(s))
+    close(current_only["distill"], reference)
+    assert abs(expected - reference) > 1e-4  # h's BatchNorm statistics span the mixed rows
+
+
 # --- ER, CaSSLe, CaSSLe+ ---------------------------------------------------------------------------
 def _with_memory(s: Setup):
     return (jnp.concatenate([s.batch.view1, s.batch.memory1]), jnp.concatenate([s.batch.view2, s.batch.memory2]))
@@ -495,7 +577,7 @@ def simclr() -> Setup:
 def mocov2() -> Setup:
     s = make_setup("mocov2", 2, queue_size=32)
     dim = s.method.model.projector.out_dim
-    old_queue = _unit(np.random.default_rng(9).standard_normal((32, dim))).astype(np.float32)
+    old_queue = _unit(np.random.default_rng(9).standard_normal((2, 32, dim))).astype(np.float32)
     loss_state = {**s.state.loss_state, "distill": {"queue": old_queue, "ptr": jnp.zeros((), jnp.int32)}}
     return s._replace(state=s.state.replace(loss_state=loss_state))
 
@@ -517,21 +599,24 @@ def test_sycon_simclr_terms_match_numpy(simclr):
 
 
 def test_sycon_mocov2_terms_and_queues_match_numpy(mocov2):
+    """PNR's MoCo v2+ form: the direction whose query is view v takes both queues of view v' as negatives."""
     s, tau = mocov2, 0.2
     loss, (metrics, state) = run_setup(SyCON(ssl_method="mocov2", temperature=tau, distill_predictor=s.predictor), s)
     x = sycon_inputs(s.method, s.predictor, s.params, s.state, s.batch, s.old)
-    queue, old_queue = s.state.loss_state["ssl"]["queue"], s.state.loss_state["distill"]["queue"]
-    negatives = np.concatenate([_np(queue), _np(old_queue)])
-    plasticity = 0.5 * sum(np_info_nce(x[q], x[k], negatives, tau) for q, k in (("z1", "t2"), ("z2", "t1")))
-    stability = 0.5 * sum(np_info_nce(x[g], x[o], negatives, tau) for g, o in (("g1", "old1"), ("g2", "old2")))
+    queue, old_queue = _np(s.state.loss_state["ssl"]["queue"]), _np(s.state.loss_state["distill"]["queue"])
+    negatives = [np.concatenate([queue[v], old_queue[v]]) for v in (0, 1)]
+    plasticity = 0.5 * (np_info_nce(x["z1"], x["t2"], negatives[1], tau) + np_info_nce(x["z2"], x["t1"], negatives[0], tau))
+    stability = 0.5 * (np_info_nce(x["g1"], x["old1"], negatives[1], tau)
+                       + np_info_nce(x["g2"], x["old2"], negatives[0], tau))
     close(metrics["plasticity"], plasticity)
     close(metrics["stability"], stability)
     close(loss, plasticity + stability)
-    for slot, first, second, before in (("ssl", "t1", "t2", queue), ("distill", "old1", "old2", old_queue)):
+    for slot, keys, before in (("ssl", ("t1", "t2"), queue), ("distill", ("old1", "old2"), old_queue)):
         after = state.loss_state[slot]
-        close(after["queue"][: 2 * B], _unit(np.concatenate([x[first], x[second]])))
-        close(after["queue"][2 * B:], before[2 * B:])
-        assert int(after["ptr"]) == 2 * B
+        for view, key in enumerate(keys):
+            close(after["queue"][view, :B], _unit(x[key]))
+            close(after["queue"][view, B:], before[view, B:])
+        assert int(after["ptr"]) == B
 
 
 def test_sycon_byol_pseudo_negative_matches_numpy(byol):

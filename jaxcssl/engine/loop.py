@@ -13,6 +13,9 @@ after a checkpoint; the same call resumes, bit-identically.
 """
 from __future__ import annotations
 
+import contextlib
+import json
+import os
 import time
 from typing import Any, Optional
 
@@ -23,12 +26,12 @@ from absl import logging
 
 from jaxcssl import builders, checkpointing, metric_writers, sharding
 from jaxcssl.config import flatten, validate
-from jaxcssl.engine import evaluation
+from jaxcssl.engine import evaluation, memory
 from jaxcssl.engine.compile import compile_step
 from jaxcssl.errors import ConfigError
 from jaxcssl.evaluation import protocols
 from jaxcssl.learners import Learner, Phase, build_learner
-from jaxcssl.preemption import RunStopped, StopRequest
+from jaxcssl.preemption import AgreedStop, RunStopped, StopRequest
 
 Pytree = Any
 
@@ -80,17 +83,63 @@ def mean_metrics(pending: list[dict[str, jax.Array]], where: str) -> dict[str, f
     return scalars
 
 
-def _stopped(where: str, reason: str, workdir: str, writer, checkpoints: checkpointing.RunCheckpoints) -> RunStopped:
-    """Flush and close (the checkpoint is already saved) and say how to resume."""
+class Programs:
+    """The learner's compiled steps, compiled ahead of time once per (program, steps per call, input
+    shapes); the first compilation of each program prints its memory plan and refuses one that does
+    not fit the device."""
+
+    def __init__(self, learner: Learner):
+        self.learner = learner
+        self.step_fns: dict[Any, Any] = {}
+        self.executables: dict[Any, Any] = {}
+
+    def get(self, phase: Phase, steps_per_call: int, state: Pytree, inputs: Pytree):
+        leaves = jax.tree_util.tree_leaves(inputs)
+        signature = (phase.program, steps_per_call, jax.tree_util.tree_structure(inputs),
+                     tuple((getattr(x, "shape", ()), str(getattr(x, "dtype", type(x)))) for x in leaves))
+        if signature not in self.executables:
+            first = phase.program not in self.step_fns
+            if first:
+                self.step_fns[phase.program] = self.learner.step_fn(phase.program)
+            jitted = compile_step(self.step_fns[phase.program], self.learner.data.mesh, steps_per_call)
+            compiled = jitted.lower(state, inputs).compile()
+            if first:
+                plan = memory.plan(state, inputs, compiled)
+                logging.info(plan.line(str(phase.program)))
+                plan.check(str(phase.program))
+            sharding.barrier(f"compiled {signature[:2]} for {phase.label}")
+            self.executables[signature] = compiled
+        return self.executables[signature]
+
+
+def _write_parameter_overview(state: Pytree, workdir: str) -> None:
+    """``W/parameters.txt``: clu's table of the trainable parameters (where clu is installed), and one
+    line with their count."""
+    params = getattr(state, "params", None)
+    if params is None or jax.process_index() != 0:
+        return
+    count = sum(int(np.prod(leaf.shape)) for leaf in jax.tree_util.tree_leaves(params))
+    try:
+        from clu import parameter_overview
+    except ImportError:  # the accelerator images have no clu: the count alone
+        logging.info("%s trainable parameters", f"{count:,}")
+        return
+    path = os.path.join(workdir, "parameters.txt")
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(parameter_overview.get_parameter_overview(params, include_stats=False) + "\n")
+    logging.info("%s trainable parameters (table: %s)", f"{count:,}", path)
+
+
+def _stopped(where: str, reason: str, workdir: str, writer) -> RunStopped:
+    """Flush (the checkpoint is already saved) and say how to resume."""
     writer.flush()
-    checkpoints.close()
     return RunStopped(f"stopped {where} ({reason}); checkpoint saved in {workdir}: the same command resumes")
 
 
 def prepare(config) -> Learner:
     """Validate, build the mesh, data and learner: every check before anything compiles."""
     config = validate(config)
-    sharding.initialize_distributed(config.train.distributed)
+    sharding.initialize_distributed(config.train.distributed, config.train.distributed_timeout)
     mesh = builders.make_mesh(config)
     learner = build_learner(config, builders.prepare_data(config, mesh))
     for stage in ("after_task", "final"):
@@ -110,16 +159,34 @@ def run(config, workdir: str, *, writer: Optional[Any] = None, stop: Optional[St
     """
     learner = prepare(config)
     config = learner.config
-    phases = learner.plan()
     evaluation.reference_accuracies(config, learner.data.split.num_tasks)  # a bad reference fails now
-    checkpointing.check_workdir_config(workdir, config.to_dict())
-    writer = writer or metric_writers.create_default_writer(workdir)
-    writer.write_hparams(flatten(config.to_dict()))
-    total_run_steps = sum(p.num_steps for p in phases)
-    steps_per_call = config.train.steps_per_call
-
     state = learner.init_state()
-    checkpoints = checkpointing.RunCheckpoints(workdir)
+    memory.plan(state, learner.inputs(learner.plan()[0])).check("first")  # what is known before compiling
+    checkpointing.check_workdir(workdir)
+    main = sharding.is_main_process()
+    # Every process checks config.json before process 0 writes it (the same files: the same verdict).
+    checkpointing.check_workdir_config(workdir, config.to_dict(), write=False)
+    with checkpointing.workdir_lock(workdir) if main else contextlib.nullcontext():
+        if main:
+            checkpointing.check_workdir_config(workdir, config.to_dict())
+        sharding.barrier("config.json written")
+        writer = writer or metric_writers.create_default_writer(workdir)
+        writer.write_hparams(flatten(config.to_dict()))
+        _write_parameter_overview(state, workdir)
+        checkpoints = checkpointing.RunCheckpoints(workdir, checkpointing.config_fingerprint(config.to_dict()))
+        try:
+            state, meta = _resume(checkpoints, state, config, workdir)
+            state, meta = _train(learner, state, meta, checkpoints, writer, stop, workdir)
+            results = evaluation.final(config, learner, state, meta, workdir,
+                                       [p.images_per_step for p in learner.plan()])
+        finally:
+            checkpoints.close()
+        writer.flush()
+        return results
+
+
+def _resume(checkpoints: checkpointing.RunCheckpoints, state: Pytree, config, workdir: str) -> tuple[Pytree, dict]:
+    """The newest usable checkpoint's state and meta, or the initial ones."""
     meta = {
         "next_phase": 0, "global_step": 0, "history": [], "matrices": {},
         "timings": {"train_s": [], "eval_s": [], "steps": [], "phase_partial_s": 0.0},
@@ -127,14 +194,47 @@ def run(config, workdir: str, *, writer: Optional[Any] = None, stop: Optional[St
     restored = checkpoints.restore_latest(state)
     if restored is not None:
         state, meta = restored
+        _check_eval_unchanged(config, meta, workdir)
         logging.info("resuming %s at phase %d, step %d", workdir, meta["next_phase"], int(state.phase_step))
-    programs: dict[Any, Any] = {}
+    meta["eval_settings"] = _eval_settings(config.to_dict())
+    return state, meta
+
+
+def _eval_settings(config_dict: dict) -> dict[str, Any]:
+    """What decides the numbers of the evaluations after (and within) each phase."""
+    e = config_dict["eval"]
+    out = {key: e.get(key) for key in ("after_task", "on", "every_epochs")}
+    for name in e.get("after_task", ()):
+        if name in protocols.REGISTRY:
+            out.update({key: e.get(key) for key in protocols.REGISTRY.get(name).SETTINGS})
+    return json.loads(json.dumps(out, default=list))
+
+
+def _check_eval_unchanged(config, meta: dict, workdir: str) -> None:
+    """Refuse a restart that changes the per-phase evaluation once rows of it are recorded."""
+    before = meta.get("eval_settings")
+    if not meta["history"] or before is None:
+        return
+    now = _eval_settings(config.to_dict())
+    for key in sorted(set(before) | set(now)):
+        if before.get(key) != now.get(key):
+            raise checkpointing.WorkdirConfigError(
+                f"eval.{key} is {now.get(key)!r} now but {before.get(key)!r} in the evaluations {workdir!r} "
+                f"already recorded; the accuracy matrix would mix protocols: restore eval.{key}="
+                f"{before.get(key)!r} (evaluate other settings afterwards with python -m jaxcssl.evaluate)")
+
+
+def _train(learner: Learner, state: Pytree, meta: dict, checkpoints: checkpointing.RunCheckpoints, writer,
+           stop: Optional[StopRequest], workdir: str) -> tuple[Pytree, dict]:
+    """Every phase not finished yet: steps, logs, checkpoints, stops, the phase's end and evaluation."""
+    config, phases = learner.config, learner.plan()
+    stops = AgreedStop(stop)
+    total_run_steps = sum(p.num_steps for p in phases)
+    steps_per_call = config.train.steps_per_call
+    programs = Programs(learner)
     progress = Progress()
 
     for phase in phases[meta["next_phase"]:]:
-        if phase.program not in programs:
-            step_fn = learner.step_fn(phase.program)
-            programs[phase.program] = {k: compile_step(step_fn, learner.data.mesh, k) for k in {steps_per_call, 1}}
         if int(state.phase_step) == 0:
             state = learner.start_phase(state, phase)
         inputs = learner.inputs(phase)
@@ -144,7 +244,7 @@ def run(config, workdir: str, *, writer: Optional[Any] = None, stop: Optional[St
         progress.begin_phase(phase_step)
         while phase_step < phase.num_steps:
             k = steps_per_call if phase.num_steps - phase_step >= steps_per_call else 1
-            state, metrics = programs[phase.program][k](state, inputs)
+            state, metrics = programs.get(phase, k, state, inputs)(state, inputs)
             pending.append(metrics)
             if phase_step == progress.first_step:
                 jax.block_until_ready(metrics)
@@ -153,7 +253,9 @@ def run(config, workdir: str, *, writer: Optional[Any] = None, stop: Optional[St
             step = int(meta["global_step"]) + phase_step
             at_log = phase_step % config.train.log_every_steps < k or phase_step == phase.num_steps
             at_checkpoint = phase_step % config.train.checkpoint_every_steps < k and phase_step < phase.num_steps
-            stop_reason = stop.reason() if stop is not None and phase_step < phase.num_steps else None
+            stop_reason = stops.at_step(step, boundary=at_log or at_checkpoint)
+            if phase_step == phase.num_steps:
+                stop_reason = None  # acted on after the phase's own checkpoint
             if at_log or at_checkpoint or stop_reason:
                 scalars = mean_metrics(pending, f"in {phase.label} before step {phase_step}")
                 pending = []
@@ -164,12 +266,13 @@ def run(config, workdir: str, *, writer: Optional[Any] = None, stop: Optional[St
                 meta["history"].append({"task": phase.index, "step": step, "phase_step": phase_step, **record["row"]})
                 writer.write_scalars(step, record["scalars"])
                 logging.info("%s step %d: %s", phase.label, phase_step, record["summary"])
+                sharding.barrier(f"evaluated {phase.label} at step {phase_step}")
             if at_checkpoint or stop_reason:
                 meta["timings"]["phase_partial_s"] = time.time() - phase_start
                 checkpoints.save_periodic(step, state, meta)
             if stop_reason:
                 raise _stopped(f"in {phase.label} at step {phase_step}/{phase.num_steps}", stop_reason,
-                               workdir, writer, checkpoints)
+                               workdir, writer)
         meta["timings"]["train_s"].append(time.time() - phase_start)
         meta["timings"]["steps"].append(phase.num_steps)
         meta["timings"]["phase_partial_s"] = 0.0
@@ -189,14 +292,10 @@ def run(config, workdir: str, *, writer: Optional[Any] = None, stop: Optional[St
         meta["next_phase"] = phase.index + 1
         state = state.replace(phase_step=jnp.zeros_like(state.phase_step))
         checkpoints.save_task_end(phase.index, state, meta)
-        if stop is not None:
-            is_last = phase.index == len(phases) - 1
-            stop_reason = stop.reason(stop.final_eval_s if is_last else 0.0)
-            if stop_reason:
+        is_last = phase.index == len(phases) - 1
+        sharding.barrier(f"end of {phase.label}")  # the evaluations took their own time on each process
+        stop_reason = stops.at_phase_end(stop.final_eval_s if is_last and stop is not None else 0.0)
+        if stop_reason:
                 where = f"after {phase.label}" + (" before the final evaluation" if is_last else "")
-                raise _stopped(where, stop_reason, workdir, writer, checkpoints)
-
-    results = evaluation.final(config, learner, state, meta, workdir, [p.images_per_step for p in phases])
-    writer.flush()
-    checkpoints.close()
-    return results
+                raise _stopped(where, stop_reason, workdir, writer)
+    return state, meta

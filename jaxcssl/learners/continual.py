@@ -33,6 +33,7 @@ from jaxcssl import builders, optim, replay, sharding, strategies
 from jaxcssl.data.augment import augment, preprocess
 from jaxcssl.engine import rng
 from jaxcssl.engine.schedules import TaskCosine
+from jaxcssl.errors import ConfigError
 from jaxcssl.learners import init_from
 from jaxcssl.learners.base import Learner, Phase
 from jaxcssl.methods import ssl_views
@@ -43,6 +44,7 @@ from jaxcssl.strategies.base import Batch, Context, ModelState, TaskEnd
 
 Pytree = Any
 SLOTS = ("ssl", "distill", "mixup")  # one loss state per loss term
+MAX_STEPS = 2**31 - 1  # the step counters are int32
 
 
 @flax.struct.dataclass
@@ -128,6 +130,11 @@ class ContinualLearner(Learner):
         self.batch_size = config.train.batch_size
         self.phase_rows = self.strategy.phases(data.split.train_indices, config.split.schedule)
         self._plan = self._make_plan()
+        if self.memory_spec is not None:
+            for phase, (_, rows) in zip(self._plan[:-1], self.phase_rows):
+                if self.memory_spec.samples_per_task > rows.size:
+                    raise ConfigError(f"strategy.samples_per_task={self.memory_spec.samples_per_task} exceeds the "
+                                      f"{rows.size} training samples of {phase.label}")
         self.total_steps = sum(p.num_steps for p in self._plan)
         o = config.optim
         rules = optim.ParamRules(tuple(map(tuple, o.lr_mults)), tuple(map(tuple, o.wd_mults)), tuple(o.frozen))
@@ -161,15 +168,23 @@ class ContinualLearner(Learner):
                 raise ValueError(f"task {index} has {rows.shape[1]} training samples, fewer than "
                                  f"train.batch_size={batch}")
             steps_per_epoch = rows.shape[1] // batch
+            num_steps = task_epochs(c, index) * steps_per_epoch * rows.shape[0]
+            if num_steps >= MAX_STEPS or self._steps_before(phases) + num_steps >= MAX_STEPS:
+                raise ConfigError(f"train.epochs={task_epochs(c, index)} gives {num_steps:,} steps for task {index}, "
+                                  f"more than the run's int32 step counter holds ({MAX_STEPS:,} in all)")
             seen.update(tasks)
             phases.append(Phase(
                 index=index, label=f"task {index + 1}/{len(self.phase_rows)}",
-                num_steps=0 if set(tasks) <= trained else task_epochs(c, index) * steps_per_epoch * rows.shape[0],
+                num_steps=0 if set(tasks) <= trained else num_steps,
                 program="first" if index == 0 else "later", tasks=tuple(tasks), seen_tasks=tuple(sorted(seen)),
                 records_row=len(tasks) == 1, images_per_step=batch,
                 eval_every_steps=c.eval.every_epochs * steps_per_epoch * rows.shape[0],
             ))
         return phases
+
+    @staticmethod
+    def _steps_before(phases: list[Phase]) -> int:
+        return sum(p.num_steps for p in phases)
 
     def plan(self) -> list[Phase]:
         return self._plan

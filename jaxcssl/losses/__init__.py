@@ -10,9 +10,11 @@ Barlow Twins   barlow_twins, barlow_twins_grouped           -
 SimCLR         simclr, simclr_per_sample                    -
 InfoNCE        info_nce, info_nce_per_sample                -
 BYOL           byol, byol_per_sample                        -
-CorInfoMax     corinfomax, corinfomax_covariance            CorInfoMaxState
+CorInfoMax     corinfomax, corinfomax_covariance,           CorInfoMaxState
+               corinfomax_split_views
 VICReg         vicreg, vicreg_invariance_per_sample         -
-MoCo v2        mocov2, mocov2_enqueue, mocov2_init_queue    queue [K, D], ptr
+MoCo v2        mocov2, mocov2_symmetric, mocov2_enqueue,    queues [2, K, D], ptr
+               mocov2_init_queue
 SimSiam        simsiam, simsiam_per_sample                  -
 SwAV           swav, sinkhorn_knopp                         prototypes are parameters
 W-MSE          wmse, whiten                                 -
@@ -29,9 +31,10 @@ from jaxcssl.losses.corinfomax import (
     corinfomax,
     corinfomax_covariance,
     corinfomax_init_state,
+    corinfomax_split_views,
 )
 from jaxcssl.losses.info_nce import info_nce, info_nce_per_sample
-from jaxcssl.losses.mocov2 import mocov2, mocov2_enqueue, mocov2_init_queue
+from jaxcssl.losses.mocov2 import mocov2, mocov2_enqueue, mocov2_init_queue, mocov2_symmetric
 from jaxcssl.losses.simclr import simclr, simclr_per_sample
 from jaxcssl.losses.simsiam import simsiam, simsiam_per_sample
 from jaxcssl.losses.swav import sinkhorn_knopp, swav, swav_from_scores
@@ -47,12 +50,14 @@ __all__ = [
     "corinfomax",
     "corinfomax_covariance",
     "corinfomax_init_state",
+    "corinfomax_split_views",
     "cross_correlation",
     "info_nce",
     "info_nce_per_sample",
     "mocov2",
     "mocov2_enqueue",
     "mocov2_init_queue",
+    "mocov2_symmetric",
     "simclr",
     "simclr_per_sample",
     "simsiam",

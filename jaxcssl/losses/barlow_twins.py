@@ -46,8 +46,8 @@ def barlow_twins(
     """Barlow Twins loss, CroMo-Mixup Eq. 7: ``scale * (sum_i (1 - C_ii)^2 + lambda sum_{i!=j} C_ij^2)``.
 
     ``C`` is :func:`cross_correlation` (Eq. 8). The official CroMo-Mixup code multiplies by
-    ``scale_loss=0.025`` and uses ``torch.std``: ``barlow_twins(z1, z2, 5e-3, 0.025, eps=0.0,
-    unbiased_std=True)`` reproduces its ``BarlowTwinsLoss`` exactly. Symmetric in ``(z1, z2)``.
+    ``scale_loss`` (0.1 in its commands) and uses ``torch.std``: ``barlow_twins(z1, z2, 5e-3, 0.1,
+    eps=0.0, unbiased_std=True)`` reproduces its ``BarlowTwinsLoss`` exactly. Symmetric in ``(z1, z2)``.
     """
     c = cross_correlation(z1, z2, eps=eps, unbiased_std=unbiased_std)
     diag = jnp.diagonal(c)

@@ -114,3 +114,32 @@ def corinfomax(
     cov, new_state = corinfomax_covariance(z1, z2, state, epsilon=epsilon, la_R=la_R, la_mu=la_mu)
     sim = jnp.mean((as_float(z1) - as_float(z2)) ** 2)
     return sim_loss_weight * sim + cov_loss_weight * cov, new_state
+
+
+def corinfomax_split_views(
+    predicted1: jax.Array,
+    predicted2: jax.Array,
+    old1: jax.Array,
+    old2: jax.Array,
+    state: CorInfoMaxState,
+    *,
+    epsilon: float = 1e-8,
+    la_R: float = 0.01,
+    la_mu: float = 0.01,
+    sim_loss_weight: float = 250.0,
+    cov_loss_weight: float = 1.0,
+    normalize: bool = True,
+) -> tuple[jax.Array, CorInfoMaxState]:
+    """CorInfoMax distillation split across the views, as the official CroMo-Mixup trainer does:
+    ``sim_loss_weight * MSE(p², z̄²) + cov_loss_weight * cov(p¹, z̄¹)`` -> ``(loss, state)``.
+
+    Eq. 9's invariance term is taken on view 2 and its log-det term on view 1 (``p = h(z)``, ``z̄`` the
+    frozen model's projection), instead of the whole loss on each view; ``state`` holds the running
+    estimates of ``p¹`` (``R1``, ``mu1``) and ``z̄¹`` (``R2``, ``mu2``). No gradient reaches ``z̄``.
+    """
+    old1, old2 = jax.lax.stop_gradient(old1), jax.lax.stop_gradient(old2)
+    if normalize:
+        predicted1, predicted2, old1, old2 = map(l2_normalize, (predicted1, predicted2, old1, old2))
+    cov, new_state = corinfomax_covariance(predicted1, old1, state, epsilon=epsilon, la_R=la_R, la_mu=la_mu)
+    sim = jnp.mean((as_float(predicted2) - as_float(old2)) ** 2)
+    return sim_loss_weight * sim + cov_loss_weight * cov, new_state

@@ -1,8 +1,10 @@
 """MoCo v2 (Chen et al., 2020; He et al., 2020, Eq. 1): InfoNCE against a queue of past keys.
 
-The queue is explicit state: an ``[K, D]`` array of L2-normalised keys and an int32 write
-pointer, updated by :func:`mocov2_enqueue` after each step (FIFO ring buffer). Symmetrise in the
-caller, as solo-learn's MoCo v2+ does: ``0.5 * (mocov2(q1, k2, queue2) + mocov2(q2, k1, queue1))``.
+The queues are explicit state: ``[V, K, D]`` L2-normalised keys, one queue per view (MoCo v2+ as in
+solo-learn and CaSSLe: ``V = 2``; their ``[2, D, K]`` buffer transposed), and one int32 write
+pointer shared by the views, updated by :func:`mocov2_enqueue` after each step (FIFO ring buffers).
+:func:`mocov2_symmetric` is MoCo v2+'s loss: each direction contrasts against the queue of its key's
+view, ``0.5 * (mocov2(q1, k2, queues[1]) + mocov2(q2, k1, queues[0]))``.
 """
 from __future__ import annotations
 
@@ -28,22 +30,38 @@ def mocov2(q: jax.Array, k: jax.Array, queue: jax.Array, temperature: float = 0.
     )
 
 
-def mocov2_init_queue(rng: jax.Array, queue_size: int, dim: int) -> tuple[jax.Array, jax.Array]:
-    """A queue of ``queue_size`` random unit vectors and a zero pointer, as in MoCo."""
-    queue = l2_normalize(jax.random.normal(rng, (queue_size, dim), jnp.float32))
+def mocov2_symmetric(
+    q1: jax.Array, q2: jax.Array, k1: jax.Array, k2: jax.Array, queues: jax.Array, temperature: float = 0.2
+) -> jax.Array:
+    """MoCo v2+: ``½ (mocov2(q1, k2; Q²) + mocov2(q2, k1; Q¹))`` with ``queues = [Q¹, Q²]`` (``[2, K, D]``).
+
+    ``Q¹`` holds past view-1 keys, ``Q²`` past view-2 keys: the negatives of a query are keys of the
+    same view as its positive.
+    """
+    if queues.ndim != 3 or queues.shape[0] != 2:
+        raise ValueError(f"mocov2_symmetric: queues must be [2, K, D] (one per view), got {queues.shape}")
+    return 0.5 * (mocov2(q1, k2, queues[1], temperature) + mocov2(q2, k1, queues[0], temperature))
+
+
+def mocov2_init_queue(rng: jax.Array, queue_size: int, dim: int, views: int = 2) -> tuple[jax.Array, jax.Array]:
+    """``views`` queues of ``queue_size`` random unit vectors (``[views, K, D]``) and a zero pointer, as MoCo."""
+    queue = l2_normalize(jax.random.normal(rng, (views, queue_size, dim), jnp.float32))
     return queue, jnp.zeros((), jnp.int32)
 
 
 def mocov2_enqueue(queue: jax.Array, ptr: jax.Array, keys: jax.Array) -> tuple[jax.Array, jax.Array]:
     """Write the normalised ``keys`` (stop-gradient) over the oldest entries -> ``(queue, ptr)``.
 
-    Rows ``ptr, ptr + 1, ... (mod K)`` are replaced, so the batch size need not divide ``K``.
+    ``queue`` is ``[..., K, D]`` and ``keys`` ``[..., N, D]`` with the same leading axes (``[2, K, D]``
+    and ``[2, N, D]``: each view's keys into its own queue). Rows ``ptr, ptr + 1, ... (mod K)`` of
+    every queue are replaced, so the batch size need not divide ``K``.
     """
-    size, n = queue.shape[0], keys.shape[0]
-    if keys.ndim != 2 or keys.shape[1] != queue.shape[1]:
-        raise ValueError(f"mocov2_enqueue: keys must be [N, {queue.shape[1]}], got {keys.shape}")
+    size, n = queue.shape[-2], keys.shape[-2]
+    if keys.ndim != queue.ndim or keys.shape[:-2] != queue.shape[:-2] or keys.shape[-1] != queue.shape[-1]:
+        expected = (*queue.shape[:-2], "N", queue.shape[-1])
+        raise ValueError(f"mocov2_enqueue: keys must be {list(expected)} for a queue {queue.shape}, got {keys.shape}")
     if n > size:
         raise ValueError(f"mocov2_enqueue: batch of {n} keys exceeds the queue size {size}")
     keys = l2_normalize(jax.lax.stop_gradient(as_float(keys))).astype(queue.dtype)
     rows = (ptr + jnp.arange(n, dtype=jnp.int32)) % size
-    return queue.at[rows].set(keys), ((ptr + n) % size).astype(jnp.int32)
+    return queue.at[..., rows, :].set(keys), ((ptr + n) % size).astype(jnp.int32)

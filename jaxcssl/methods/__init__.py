@@ -92,16 +92,19 @@ def build_method(
 ) -> SSLMethod:
     """Assemble ``name`` with its reference heads around ``backbone``.
 
-    ``head_scale`` shrinks every head width (tiny test models); ``loss_kwargs`` default to the
-    reference values of :func:`method_defaults`; ``options`` set method fields such as
-    ``distill_temperature`` (SimCLR), ``queue_size`` (MoCo v2) or ``num_prototypes`` (SwAV).
+    ``head_scale`` shrinks every head width (tiny test models); ``loss_kwargs`` and the method
+    fields the recipe sets (MoCo's ``queue_size``) default to the reference values of
+    :func:`method_defaults`; ``options`` set or override method fields such as ``distill_temperature`` (SimCLR),
+    ``queue_size`` (MoCo v2) or ``num_prototypes`` (SwAV).
     """
     spec = _spec(name)
     cls = spec.cls
     projector = projector_for(name, dataset, scale=head_scale, dtype=dtype)
+    defaults = method_defaults(name, dataset)
     if loss_kwargs is None:
-        loss_kwargs = method_defaults(name, dataset)["loss"]
+        loss_kwargs = defaults["loss"]
     fields = set(cls.__dataclass_fields__)
+    options = {**{key: value for key, value in defaults.items() if key in fields}, **options}
     if "projection_dim" in fields:
         options.setdefault("projection_dim", projector.out_dim)
     unknown = set(options) - fields

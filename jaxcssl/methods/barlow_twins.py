@@ -9,11 +9,12 @@ from jaxcssl.losses import barlow_twins, barlow_twins_grouped
 from jaxcssl.methods.base import Embedding, MethodSpec, SSLMethod
 from jaxcssl.models.heads import HeadSpec
 
-# Reference scripts / Table 5: LARS lr 0.3 (x batch/256), wd 1e-4, batch 256; BarlowTwinsLoss with
-# lambda 5e-3, scale_loss 0.025 and torch.std (unbiased) standardisation.
+# CroMo Table 5: LARS lr 0.3 (x batch/256), wd 1e-4, batch 256. The paper gives no loss scale; the
+# official commands pass --scale_loss 0.1 to BarlowTwinsLoss (0.025 is only its argparse default), with
+# lambda 5e-3 and torch.std (unbiased) standardisation.
 DEFAULTS = dict(
     optimizer="lars", base_lr=0.3, weight_decay=1e-4, batch_size=256, warmup_epochs=0,
-    loss=dict(lambda_offdiag=5e-3, scale=0.025, eps=0.0, unbiased_std=True),
+    loss=dict(lambda_offdiag=5e-3, scale=0.1, eps=0.0, unbiased_std=True),
 )
 
 

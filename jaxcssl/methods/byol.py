@@ -9,12 +9,13 @@ from jaxcssl.losses import byol, byol_per_sample
 from jaxcssl.methods.base import Embedding, MethodSpec, SSLMethod
 from jaxcssl.models.heads import HeadSpec
 
-# Reference: LARS lr 1.0 (Tiny 0.3) x batch/256, wd 1e-5, batch 256, 10 warm-up epochs, EMA
-# 0.99 -> 1 (cosine over the whole run), GroupNorm + weight standardisation in the backbone.
+# CroMo Table 5: LARS lr 1.0 (Tiny 0.3) x batch/256, wd 1e-5, batch 256. The official commands: 10
+# warm-up epochs, the cosine ending at --min_lr 1e-3 (Tiny 1e-6), EMA 0.99 -> 1 (cosine over the whole
+# run), GroupNorm + weight standardisation in the backbone.
 DEFAULTS = dict(
-    optimizer="lars", base_lr=1.0, weight_decay=1e-5, batch_size=256, warmup_epochs=10,
+    optimizer="lars", base_lr=1.0, weight_decay=1e-5, batch_size=256, warmup_epochs=10, final_lr=1e-3,
     ema_base=0.99, norm="group_ws", loss=dict(),
-    per_dataset=dict(tiny_imagenet=dict(base_lr=0.3)),
+    per_dataset=dict(tiny_imagenet=dict(base_lr=0.3, final_lr=1e-6)),
 )
 
 

@@ -22,14 +22,16 @@ InfoNCE objectives. The plain SSL loss is *replaced* (``--pnr_loss`` in ``main_c
 
   (S) ``L_S = mean_i −log e^{s(g(z_i), z̄_i)/τ} / (Σ_j e^{s(g(z_i), z̄_j)/τ} + Σ_{j≠i} e^{s(g(z_i), z_j)/τ})``
 
-* MoCo v2 (``moco_pnr_loss_func``), negatives from the key queue ``Q`` and a second queue ``Q̄`` of
-  past-model embeddings, both filled at earlier steps (``q_v`` query, ``k_v`` EMA key of view ``v``):
+* MoCo v2+ (``moco_pnr_loss_func`` in ``mocov2plus_pnr.py``), negatives from the key queues ``Qᵛ``
+  and a second pair of queues ``Q̄ᵛ`` of past-model embeddings, one of each per view, filled at
+  earlier steps (``q_v`` query, ``k_v`` EMA key of view ``v``, ``v'`` the other view). As in the
+  release, both terms of the direction whose query is view ``v`` take the queues of view ``v'``:
 
-  (P) ``L_P = ½ Σ_v InfoNCE(q_v → k_v'; Q ∪ Q̄)``,  (S) ``L_S = ½ Σ_v InfoNCE(g(q_v) → z̄_v; Q ∪ Q̄)``
+  (P) ``L_P = ½ Σ_v InfoNCE(q_v → k_v'; Q^v' ∪ Q̄^v')``,  (S) ``L_S = ½ Σ_v InfoNCE(g(q_v) → z̄_v; Q^v' ∪ Q̄^v')``
 
   and ``L = L_P + w_S L_S`` with ``w_S = stability_weight`` (1: the paper's sum without a trade-off
-  weight). ``Q̄`` lives in the ``"distill"`` slot of the MoCo loss state; both queues are updated
-  after the loss, as in the release.
+  weight). ``Q̄`` lives in the ``"distill"`` slot of the MoCo loss state (``[2, K, D]`` like ``Q``);
+  after the loss each view's keys enter ``Qᵛ`` and its past-model embeddings ``Q̄ᵛ``, as in the release.
 
 Non-contrastive objectives (PNR extension, ``barlow_pnr.py``, ``byol_pnr.py``, ``vicreg_pnr.py``):
 the pseudo-negative of ``g(z_v)`` is the past model's output for the *other* view,
@@ -225,18 +227,16 @@ class SyCON(Distilling):
             target, state = target_keys(method, state, x)
             keys.append(method.key_embedding(embedding, target))
         key_queue, old_queue = state.loss_state["ssl"], state.loss_state["distill"]
-        negatives = concat(key_queue["queue"], old_queue["queue"])
 
-        def nce(queries, positives):
+        def nce(queries, positives, other_view):  # the queues of the view the query does not come from
+            negatives = concat(key_queue["queue"][other_view], old_queue["queue"][other_view])
             return info_nce(queries, positives, self.temperature, extra_negatives=negatives, key_negatives=False)
 
-        plasticity = 0.5 * (nce(current[0].projection, keys[1]) + nce(current[1].projection, keys[0]))
-        stability = 0.5 * (nce(predicted[0], old[0]) + nce(predicted[1], old[1]))
+        plasticity = 0.5 * (nce(current[0].projection, keys[1], 1) + nce(current[1].projection, keys[0], 0))
+        stability = 0.5 * (nce(predicted[0], old[0], 1) + nce(predicted[1], old[1], 0))
         updated = {}
         for slot, queue, entries in (("ssl", key_queue, keys), ("distill", old_queue, old)):
-            buffer, ptr = queue["queue"], queue["ptr"]
-            for rows in entries:
-                buffer, ptr = mocov2_enqueue(buffer, ptr, rows)
+            buffer, ptr = mocov2_enqueue(queue["queue"], queue["ptr"], jnp.stack(entries))
             updated[slot] = {"queue": buffer, "ptr": ptr}
         return plasticity, stability, state.replace(loss_state={**state.loss_state, **updated})
 

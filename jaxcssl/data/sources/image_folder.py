@@ -106,16 +106,22 @@ def _read_files(root: pathlib.Path, relevant: Callable[[str], bool]) -> Iterator
                 name = pathlib.Path(folder, file).relative_to(root).as_posix()
                 if relevant(name):
                     yield name, (root / name).read_bytes()
-    elif root.name.lower().endswith(".zip"):
-        with zipfile.ZipFile(root) as archive:
-            for info in archive.infolist():
-                if not info.is_dir() and relevant(info.filename):
-                    yield info.filename, archive.read(info)
-    else:
-        with tarfile.open(root, "r:*") as archive:
-            for member in archive:  # stream order: never seek back into the compressed stream
-                if member.isfile() and relevant(member.name):
-                    yield member.name, archive.extractfile(member).read()
+        return
+    try:
+        if root.name.lower().endswith(".zip"):
+            with zipfile.ZipFile(root) as archive:
+                for info in archive.infolist():
+                    if not info.is_dir() and relevant(info.filename):
+                        yield info.filename, archive.read(info)
+        else:
+            with tarfile.open(root, "r:*") as archive:
+                for member in archive:  # stream order: never seek back into the compressed stream
+                    if member.isfile() and relevant(member.name):
+                        yield member.name, archive.extractfile(member).read()
+    except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError) as error:
+        kind = "truncated" if isinstance(error, EOFError) else "not a readable archive"
+        detail = " ".join(str(error).split())  # tarfile's message spans several lines
+        raise ValueError(f"image_folder source: '{root}' is {kind} ({type(error).__name__}: {detail})") from None
 
 
 def _fingerprint(roots: Sequence[pathlib.Path]) -> list[tuple]:
