@@ -125,6 +125,40 @@ def test_per_image_and_per_group_losses_average_to_the_objective(name, factor):
                                                               state)[0], rtol=1e-5)
 
 
+def numpy_mocov2_per_image(q1, q2, k1, k2, queues, t: float) -> np.ndarray:
+    """MoCo v2+ per image, float64: ``½ (ℓ(q¹_i, k²_i; Q²) + ℓ(q²_i, k¹_i; Q¹))``, the negatives of a query
+    being past keys of its positive's view."""
+    def unit(x):
+        x = np.asarray(x, np.float64)
+        return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+    def one(q, k, queue):
+        q, k, queue = unit(q), unit(k), unit(queue)
+        positive = np.exp(np.sum(q * k, 1) / t)
+        return -np.log(positive / (positive + np.exp(q @ queue.T / t).sum(1)))
+
+    return 0.5 * (one(q1, k2, queues[1]) + one(q2, k1, queues[0]))
+
+
+def test_mocov2_per_image_loss_contrasts_each_direction_with_its_keys_view_queue():
+    method = _method("mocov2")
+    dim = method.model.projector.out_dim
+    q1, q2, k1, k2 = (np.asarray(jax.random.normal(k, (12, dim))) for k in jax.random.split(jax.random.PRNGKey(5), 4))
+    state = method.init_loss_state()
+    queues = np.asarray(state["queue"])
+    assert queues.shape == (2, 32, dim)
+    queues = np.stack([queues[0], queues[1] + 2.0 * q1[:1]])  # Q² leans towards q¹: the two queues differ a lot
+    state = {**state, "queue": jnp.asarray(queues / np.linalg.norm(queues, axis=-1, keepdims=True))}
+    emb1, emb2 = methods.Embedding(None, jnp.asarray(q1)), methods.Embedding(None, jnp.asarray(q2))
+    got = np.asarray(method.per_sample_loss(emb1, emb2, jnp.asarray(k1), jnp.asarray(k2), state))
+    t = method.loss_kwargs["temperature"]
+    np.testing.assert_allclose(got, numpy_mocov2_per_image(q1, q2, k1, k2, np.asarray(state["queue"]), t), rtol=1e-5)
+    swapped = numpy_mocov2_per_image(q1, q2, k1, k2, np.asarray(state["queue"])[::-1], t)
+    assert np.abs(got - swapped).max() > 0.1  # the queue of the other view would be a different loss
+    objective, _ = method.ssl_loss(emb1, emb2, jnp.asarray(k1), jnp.asarray(k2), state)
+    np.testing.assert_allclose(got.mean(), objective, rtol=1e-5)
+
+
 # --- RALS selection ---------------------------------------------------------------------------------
 def numpy_simclr_per_sample(z1: np.ndarray, z2: np.ndarray, t: float) -> np.ndarray:
     """Eq. 10: l_ij + l_ji over the 2N L2-normalised views, float64."""
@@ -230,7 +264,8 @@ def test_ties_are_broken_uniformly_at_random():
     (dict(ssl__method="vicreg", online__rals_unit="sample"), "trains VICReg's invariance term alone"),
 ])
 def test_bad_settings_are_one_config_error(overrides, culprit):
-    config = smoke_config()
+    overrides = dict(overrides)
+    config = smoke_config(overrides.pop("ssl__method", "barlow_twins"))  # the objective's own loss arguments
     for key, value in overrides.items():
         config.update_from_flattened_dict({key.replace("__", "."): value})
     with pytest.raises(ConfigError) as error:
@@ -239,8 +274,8 @@ def test_bad_settings_are_one_config_error(overrides, culprit):
 
 
 def test_without_rals_any_objective_streams():
-    config = smoke_config()
-    config.ssl.method, config.online.rals = "corinfomax", False
+    config = smoke_config("corinfomax")
+    config.online.rals = False
     assert validate(config).online.rals is False
 
 
@@ -263,6 +298,27 @@ def test_every_option_and_objective_traces_the_stream_step(method, overrides):
     assert all(a.shape == b.shape and a.dtype == b.dtype for a, b in
                zip(jax.tree_util.tree_leaves(new_state), jax.tree_util.tree_leaves(state)))
     assert ("rals_new_fraction" in metrics) == config.online.rals and ("momentum" in metrics) == config.online.cycle_momentum
+
+
+def test_the_memory_plan_counts_the_stream_state_and_refuses_a_memory_too_large(tmp_path, monkeypatch):
+    """The engine's per-device plan sees the reservoir, the anchor and the dataset; a memory that does not
+    fit is refused before the workdir is touched, naming online.memory_size."""
+    from jaxcssl.engine import memory
+
+    config = smoke_config()
+    config.online.memory_size = 4096
+    learner = engine.prepare(config)
+    state = learner.init_state()
+    plan = memory.plan(state, learner.inputs(learner.plan()[-1]))
+    assert plan.items["replay"] == 4096 * 16 * 16 * 3 + 3 * 4096 * 4 + 8  # uint8 images, int32 labels/tasks/count
+    assert plan.items["anchor"] == memory._device_bytes(learner._model(state.params, state.model_state)) > 0
+    assert plan.items["dataset"] == learner.data.device_images.nbytes + learner.data.device_labels.nbytes
+    monkeypatch.setattr(memory, "device_capacity", lambda: plan.items["params"])  # a tiny device
+    with pytest.raises(ConfigError, match=r"^the 'first' step needs .*; the largest item is replay \(3\.\d MiB\): "
+                                          r"use a smaller strategy.samples_per_task \(the online learner: "
+                                          r"online.memory_size\)$"):
+        engine.run(config, str(tmp_path / "w"))
+    assert not (tmp_path / "w").exists()
 
 
 # --- end to end ---------------------------------------------------------------------------------------
@@ -377,6 +433,27 @@ def test_a_checkpoint_of_another_model_is_refused_before_anything_is_written(tmp
     config = from_checkpoint[2].copy_and_resolve_references()
     config.model.width = 16
     with pytest.raises(ConfigError, match=r"online.init_from: the checkpoint's run has model.width=8, this run 16"):
+        engine.run(config, str(tmp_path / "other"))
+    assert not (tmp_path / "other").exists()
+
+
+@pytest.mark.slow
+def test_a_damaged_checkpoint_is_refused_before_anything_is_written(tmp_path, smoke_run, from_checkpoint):
+    """``init_from`` verifies the arrays it reads against the digests saved with them."""
+    import shutil
+
+    source = tmp_path / "source"
+    shutil.copytree(smoke_run[1] / "checkpoints" / "tasks" / "0", source / "checkpoints" / "tasks" / "0")
+    shutil.copy(smoke_run[1] / "config.json", source / "config.json")
+    meta_path = source / "checkpoints" / "tasks" / "0" / "meta" / "metadata"
+    meta = json.loads(meta_path.read_text())
+    damaged = next(k for k in sorted(meta["digests"]) if k.startswith(".params['model']['backbone']"))
+    meta["digests"][damaged] = "0" * 24
+    meta_path.write_text(json.dumps(meta))
+    config = from_checkpoint[2].copy_and_resolve_references()
+    config.online.init_from = str(source / "checkpoints" / "tasks" / "0")
+    with pytest.raises(ConfigError, match=r"^online.init_from=.* is damaged: array \['params'\]\['model'\]"
+                                          r"\['backbone'\].* does not match the digest saved with it$"):
         engine.run(config, str(tmp_path / "other"))
     assert not (tmp_path / "other").exists()
 

@@ -121,6 +121,8 @@ class ContinualLearner(Learner):
         self.init_source = None
         if config.continual.init_from:
             self.init_source = init_from.source(config.continual.init_from, "continual.init_from")
+            # Read and verified now, before the run touches its workdir.
+            self.init_model = init_from.restore(self.init_source, "continual.init_from")
         self.method = builders.build_ssl_method(config)
         self.strategy = build_strategy(config, self.method)
         self.memory_spec = self.strategy.memory()
@@ -247,7 +249,7 @@ class ContinualLearner(Learner):
 
     def _restore_model(self, state: TrainState) -> TrainState:
         """``state`` with the model (parameters, BatchNorm statistics, EMA target) of ``init_from``."""
-        restored = init_from.restore(self.init_source)
+        restored = self.init_model
         model = {"params": state.params["model"], "batch_stats": state.model_state.batch_stats["model"]}
         model = init_from.matching(model, {k: restored[k] for k in model}, "model")
         model_state = state.model_state.replace(batch_stats={**state.model_state.batch_stats,

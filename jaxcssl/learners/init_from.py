@@ -14,12 +14,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 from typing import Any
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from jaxcssl import checkpointing
 from jaxcssl.errors import ConfigError
 from jaxcssl.optim import param_path
 
@@ -90,18 +92,50 @@ def check_compatible(config, src: Source, key: str) -> None:
                               f"this run {mine.get(name, '<unset>')!r}")
 
 
-def restore(src: Source) -> dict[str, Any]:
-    """``{"params", "batch_stats", "target", "step"}`` of the source checkpoint's model (host arrays)."""
-    manager = ocp.CheckpointManager(os.path.abspath(os.path.join(src.workdir, "checkpoints", "tasks")),
-                                    item_names=("state", "meta"))
+def _digest_key(saved: str) -> str:
+    """A digest key of the saved state (``.params['model']...``: attributes of its dataclasses) as the path
+    in the restored plain tree (``['params']['model']...``)."""
+    return re.sub(r"\.([A-Za-z_]\w*)", r"['\1']", saved)
+
+
+def restore(src: Source, key: str) -> dict[str, Any]:
+    """``{"params", "batch_stats", "target", "step"}`` of the source checkpoint's model (host arrays).
+
+    The arrays are read onto this process's first device whatever mesh wrote them, and every array used
+    is checked against the digest saved with it; a damaged checkpoint is one ConfigError line naming it.
+    """
+    path = os.path.join(src.workdir, "checkpoints", "tasks", str(src.phase))
+    manager = ocp.CheckpointManager(os.path.abspath(os.path.dirname(path)), item_names=("state", "meta"),
+                                    item_handlers={"state": ocp.StandardCheckpointHandler(),
+                                                   "meta": ocp.JsonCheckpointHandler()})
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     try:
-        state = manager.restore(src.phase, args=ocp.args.Composite(state=ocp.args.StandardRestore()))["state"]
+        layout = manager.item_metadata(src.phase)["state"]
+        layout = getattr(layout, "tree", layout)
+        target = jax.tree_util.tree_map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), layout)
+        restored = manager.restore(src.phase, args=ocp.args.Composite(state=ocp.args.StandardRestore(target),
+                                                                      meta=ocp.args.JsonRestore()))
+    except Exception as error:  # noqa: BLE001 -- an unreadable checkpoint is one line
+        lines = str(error).strip().splitlines()
+        raise ConfigError(f"{key}={path!r} does not restore ({type(error).__name__}: "
+                          f"{lines[0] if lines else ''})") from None
     finally:
         manager.close()
-    state = jax.device_get(state)
+    state = jax.device_get(restored["state"])
     model_state = state["model_state"]
-    return {"params": state["params"]["model"], "batch_stats": model_state["batch_stats"]["model"],
-            "target": model_state.get("target") or None, "step": int(state["step"])}
+    model = {"params": state["params"]["model"], "batch_stats": model_state["batch_stats"]["model"],
+             "target": model_state.get("target") or None, "step": state["step"]}
+    saved = {_digest_key(k): v for k, v in (restored["meta"].get("digests") or {}).items()}
+    if not saved:
+        raise ConfigError(f"{key}={path!r} has no array digests to verify it against")
+    prefixes = {"params": "['params']['model']", "batch_stats": "['model_state']['batch_stats']['model']",
+                "target": "['model_state']['target']", "step": "['step']"}
+    for name, tree in model.items():
+        for leaf_path, digest in checkpointing.tree_digests(tree).items():
+            if saved.get(prefixes[name] + leaf_path) != digest:
+                raise ConfigError(f"{key}={path!r} is damaged: array {prefixes[name] + leaf_path} does not match "
+                                  "the digest saved with it")
+    return {**model, "step": int(model["step"])}
 
 
 def matching(expected: Pytree, restored: Pytree, what: str) -> Pytree:

@@ -331,6 +331,8 @@ class OnlineLearner(Learner):
         sharding.check_batch_divisible(self.stream_batch + self.memory_batch, mesh,
                                        "online.stream_batch + the memory batch")
         self.init_source = init_from.source(o.init_from, "online.init_from") if o.init_from else None
+        # Read and verified now, before the run touches its workdir.
+        self.init_model = init_from.restore(self.init_source, "online.init_from") if o.init_from else None
         if o.pretrain_epochs:
             self.trained_tasks: tuple[int, ...] = (0,)
         else:
@@ -449,7 +451,7 @@ class OnlineLearner(Learner):
         return state.replace(opt_state=sharding.replicate(self.tx.init(state.params), self.data.mesh))
 
     def _restore_model(self, state: OnlineState) -> OnlineState:
-        restored = init_from.restore(self.init_source)
+        restored = self.init_model
         model = {"params": state.params["model"], "batch_stats": state.model_state.batch_stats["model"]}
         model = init_from.matching(model, {k: restored[k] for k in model}, "model")
         model_state = state.model_state.replace(batch_stats={"model": model["batch_stats"]})
