@@ -21,7 +21,6 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from jaxcssl import checkpointing
 from jaxcssl.errors import ConfigError
 from jaxcssl.optim import param_path
 
@@ -104,6 +103,8 @@ def restore(src: Source, key: str) -> dict[str, Any]:
     The arrays are read onto this process's first device whatever mesh wrote them, and every array used
     is checked against the digest saved with it; a damaged checkpoint is one ConfigError line naming it.
     """
+    from jaxcssl import checkpointing  # it imports the config, which imports the learners
+
     path = os.path.join(src.workdir, "checkpoints", "tasks", str(src.phase))
     manager = ocp.CheckpointManager(os.path.abspath(os.path.dirname(path)), item_names=("state", "meta"),
                                     item_handlers={"state": ocp.StandardCheckpointHandler(),

@@ -441,12 +441,12 @@ class OnlineLearner(Learner):
                 d = self.data
                 task_of = sharding.replicate(self._task_of(), d.mesh)
                 memory = _offer(state.memory, self.memory_key, d.device_images, d.device_labels, task_of,
-                                jnp.asarray(self.memory_rows), batch=self.stream_batch)
+                                sharding.replicate(self.memory_rows, d.mesh), batch=self.stream_batch)
                 # Rows beyond whole chunks (fewer than a stream batch) are offered on their own.
                 tail = self.memory_rows[len(self.memory_rows) // self.stream_batch * self.stream_batch:]
                 if len(tail):
                     memory = _offer(memory, jax.random.fold_in(self.memory_key, -1), d.device_images,
-                                    d.device_labels, task_of, jnp.asarray(tail), batch=len(tail))
+                                    d.device_labels, task_of, sharding.replicate(tail, d.mesh), batch=len(tail))
                 state = state.replace(memory=memory)
         return state.replace(opt_state=sharding.replicate(self.tx.init(state.params), self.data.mesh))
 
