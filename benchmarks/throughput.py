@@ -11,7 +11,10 @@ dataset of CIFAR shape, then measure:
   ``jax.block_until_ready`` at the end of each round (the engine's loop also never waits per step);
   the median round gives ``step_ms``, min and max show the spread;
 * images/s: current-task images only, ``batch x steps_per_call / call time`` (replay images and the
-  old model's forward are cost, not throughput);
+  old model's forward are cost, not throughput); for the online learner (``--learner online``) the
+  stream and memory images of a step, ``(batch + replay) x steps_per_call / call time``, with RALS
+  (``--rals 1``: the scoring forwards of the current and the anchor model, the training forward of the
+  selected samples) or without (``--rals 0``);
 * peak device memory: ``device.memory_stats()["peak_bytes_in_use"]`` (``n/a`` on CPU), and XLA's
   static estimate (arguments + outputs - aliased + temporaries) from ``compiled.memory_analysis()``;
 * FLOP utilisation: FLOPs of one step from XLA's cost analysis of the one-step program (XLA counts
@@ -30,6 +33,7 @@ Usage (see benchmarks/README.md)::
 
     python benchmarks/throughput.py --preset cpu-smoke
     python benchmarks/throughput.py --preset targets            # the issue's H100 targets
+    python benchmarks/throughput.py --preset online             # the online learner's step, with and without RALS
     python benchmarks/throughput.py --preset none --strategy cromo --batch 256 --replay 64 \
         --dtype bfloat16 --task later --steps_per_call 4
 """
@@ -63,6 +67,7 @@ from jaxcssl.data.augment import augment  # noqa: E402
 from jaxcssl.engine import memory as engine_memory  # noqa: E402
 from jaxcssl.engine.compile import compile_step  # noqa: E402
 from jaxcssl.learners.continual import ContinualLearner, batch_indices  # noqa: E402
+from jaxcssl.learners.online_presets import table1_config  # noqa: E402
 from jaxcssl.methods import REGISTRY as METHODS  # noqa: E402
 
 # Dense (no structured sparsity) peak TFLOP/s per chip: (substring of jax's device_kind, bfloat16,
@@ -111,6 +116,8 @@ class Bench:
     # XLA options for this program's compile() (e.g. ("xla_backend_optimization_level", "0")); recorded
     compiler_options: tuple[tuple[str, str], ...] = ()
     ensemble: int = 0  # > 0: the FUSSL learner's phase-1 step with this many members (strategy "fussl")
+    learner: str = "continual"  # continual | online (the stream step: batch = stream batch, replay = memory batch)
+    rals: int = 1  # online: 1 with RALS, 0 without
 
 
 # -O0 LLVM code generation on CPU: compiles the two smoke programs in about half the time, runs the
@@ -142,6 +149,17 @@ PRESETS: dict[str, tuple[Bench, ...]] = {
     "fussl-cpu-smoke": tuple(
         Bench(strategy="fussl", ensemble=m, batch=32, dtype="float32", width=8, head_scale=1 / 64, steps=3, warmup=1,
               repeats=2, samples_per_class=64, compiler_options=_FAST_CPU_COMPILE) for m in (1, 3)
+    ),
+    # The online learner's stream step (Online-SSL Sec. 5.3): 128 new + 256 memory images with RALS
+    # (k = 256, Barlow Twins in groups of 16), 128 + 128 without; one compiled call per stream batch of
+    # N = 20 local steps.
+    "online": (
+        Bench(learner="online", rals=1, batch=128, replay=256, task="later", steps_per_call=20, steps=5),
+        Bench(learner="online", rals=0, batch=128, replay=128, task="later", steps_per_call=20, steps=5),
+    ),
+    "online-cpu-smoke": (
+        Bench(learner="online", rals=1, batch=16, replay=32, dtype="float32", width=8, head_scale=1 / 64,
+              task="later", steps=3, warmup=1, repeats=2, samples_per_class=64, compiler_options=_FAST_CPU_COMPILE),
     ),
 }
 
@@ -191,6 +209,23 @@ def _step_flops(one_step_lowered, compiled_cost: dict[str, float], steps_per_cal
     if compiled_cost.get("flops"):
         return compiled_cost["flops"], "compiled one-step program"
     return None, "n/a"
+
+
+def make_online_config(bench: Bench):
+    """The online learner's CIFAR config (5 tasks of 2 classes, N = 20) of ``bench`` on synthetic data of
+    CIFAR shape; its memory is filled with the first task at the stream's start."""
+    config = table1_config("cifar10", bench.method, 20, "ours" if bench.rals else "norals")
+    config.dataset.name = config.dataset.source = "synthetic"
+    config.dataset.synthetic.update(num_classes=10, train_per_class=bench.samples_per_class, test_per_class=1,
+                                    image_size=bench.image_size, seed=0)
+    config.model.update(dtype=bench.dtype, width=bench.width, head_scale=bench.head_scale)
+    config.online.update(stream_batch=bench.batch, memory_batch=bench.replay, pretrain_epochs=1,
+                         memory_size=min(config.online.memory_size, bench.samples_per_class * 2))
+    if bench.rals and bench.head_scale < 1:  # tiny CPU models: groups of 8 fit their batches
+        config.online.rals_group_size = 8
+    config.train.update(batch_size=min(256, bench.samples_per_class * 2), steps_per_call=bench.steps_per_call,
+                        num_devices=bench.num_devices)
+    return validate(config)
 
 
 def make_config(bench: Bench):
@@ -276,7 +311,8 @@ def _git_revision() -> str:
 
 def measure(bench: Bench, *, breakdown: bool = False, profile_dir: str = "") -> dict[str, Any]:
     """Build the engine's step for ``bench``, compile it, time it; the JSON record."""
-    config = make_config(bench)
+    online = bench.learner == "online"
+    config = make_online_config(bench) if online else make_config(bench)
     learner = engine.prepare(config)
     if bench.ensemble:
         return _measure_ensemble(bench, learner)
@@ -285,14 +321,16 @@ def measure(bench: Bench, *, breakdown: bool = False, profile_dir: str = "") -> 
     if later and len(phases) < 2:
         raise ValueError(f"--task later: strategy {bench.strategy!r} trains a single joint task")
     state = learner.init_state()
-    if later:  # the engine's task end: old model snapshot, replay memory filled, strategy consolidation
+    if online:  # the stream's start: a fresh optimiser state, the memory filled with the first task
+        state = learner.start_phase(state, phases[1])
+    elif later:  # the engine's task end: old model snapshot, replay memory filled, strategy consolidation
         state = learner.end_phase(state, phases[0])
         old = _perturbed(state.old, jax.random.PRNGKey(1))
         state = state.replace(old=sharding.replicate(old, learner.data.mesh),
                               phase_step=jnp.zeros_like(state.phase_step))
     phase = phases[1] if later else phases[0]
     data = learner.inputs(phase)
-    sample_memory = learner.memory_spec is not None and later
+    sample_memory = online or (learner.memory_spec is not None and later)
     step_fn = learner.step_fn(phase.program)
 
     def program(steps_per_call: int):
@@ -342,16 +380,17 @@ def measure(bench: Bench, *, breakdown: bool = False, profile_dir: str = "") -> 
         "compilation_cache": bool(getattr(jax.config, "jax_compilation_cache_dir", None)),  # compile_s ~ 0 on a hit
         **{k: v for k, v in dataclasses.asdict(bench).items() if k != "replay"},
         "replay": bench.replay if sample_memory else 0,
+        **({"strategy": "online+rals" if bench.rals else "online"} if online else {}),
         "compiler_options": dict(bench.compiler_options),
         "dataset_size": int(learner.data.device_images.shape[0]),
-        "task_size": int(learner.phase_rows[phase.index][1].shape[1]),
+        "task_size": len(learner.stream) if online else int(learner.phase_rows[phase.index][1].shape[1]),
         "lower_s": t1 - t0,
         "compile_s": t2 - t1,
         "first_call_s": t3 - t0,
         "step_ms": step_s * 1e3,
         "step_ms_min": min(rounds) / bench.steps_per_call * 1e3,
         "step_ms_max": max(rounds) / bench.steps_per_call * 1e3,
-        "images_per_s": bench.batch / step_s,
+        "images_per_s": (bench.batch + bench.replay if online else bench.batch) / step_s,
         "flops_per_step": flops,
         "flops_source": flops_source,
         "xla_flops_per_call": compiled_cost.get("flops"),
@@ -365,7 +404,7 @@ def measure(bench: Bench, *, breakdown: bool = False, profile_dir: str = "") -> 
         "loss": loss if math.isfinite(loss) else str(loss),
         "method_note": METHOD_NOTE,
     }
-    if breakdown:
+    if breakdown and not online:
         inputs = _input_program(learner, bench, sample_memory)
         jax.block_until_ready(inputs(state, data))
         start = time.perf_counter()
@@ -462,7 +501,7 @@ def _parser() -> argparse.ArgumentParser:
         kind = {"int": int, "float": float, "str": str}[field.type]
         choices = {"dtype": ("float32", "bfloat16"), "task": ("first", "later"),
                    "strategy": (*strategies.REGISTRY.names(), "fussl"), "method": METHODS.names(),
-                   "setting": tuple(PAPER_SETTINGS)}.get(field.name)
+                   "setting": tuple(PAPER_SETTINGS), "learner": ("continual", "online"), "rals": (0, 1)}.get(field.name)
         p.add_argument(f"--{field.name}", type=kind, default=None, choices=choices,
                        help=f"the preset's value; with --preset none: {field.default!r}")
     p.add_argument("--compiler_option", action="append", default=None, metavar="KEY=VALUE",

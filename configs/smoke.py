@@ -3,6 +3,8 @@ r"""A tiny run of the whole pipeline on synthetic data, for tests and a first tr
 ``--config=configs/smoke.py:<strategy>[,<ssl method>]``, e.g. ``configs/smoke.py:cromo,byol``.
 Two tasks of two synthetic classes, a width-8 ResNet-18 at 16x16, a few epochs.
 ``configs/smoke.py:fussl,<ssl method>`` runs the FUSSL learner instead (one task of four classes).
+``configs/smoke.py:online[,<ssl method>]`` runs the online learner instead: pre-training on the first
+task, then a stream of 8 batches of the second, 3 local steps each, with a memory and RALS.
 """
 from jaxcssl.config import apply_method, base_config
 
@@ -48,6 +50,12 @@ def get_config(arg: str = "cromo,barlow_twins"):
     c.eval.fast_linear_epochs = 20
     if c.strategy.name == "fussl":
         fussl_smoke(c)
+    if strategy == "online":
+        c.learner.name = "online"
+        c.online.update(stream_batch=16, steps_per_batch=3, pretrain_epochs=2, memory_size=64, rals_group_size=8,
+                        eval_every_batches=4)
+        c.train.log_every_steps = 3
+        c.train.checkpoint_every_steps = 6
     return c
 
 

@@ -21,9 +21,10 @@ Pytree = Any
 # What to change when an item of the plan is what does not fit.
 ADVICE = {
     "dataset": "a smaller dataset.image_size, fewer classes (dataset.classes) or a device with more memory",
-    "replay": "a smaller strategy.samples_per_task",
+    "replay": "a smaller strategy.samples_per_task (the online learner: online.memory_size)",
     "members": "a smaller fussl.ensemble_size, model.width or model.head_scale",  # FUSSL's stacked ensemble
-    "step temporaries": "a smaller train.batch_size (or train.steps_per_call), or more devices (train.num_devices)",
+    "step temporaries": "a smaller train.batch_size (or train.steps_per_call; the online learner: online.stream_batch, "
+                        "online.memory_batch), or more devices (train.num_devices)",
 }
 DEFAULT_ADVICE = "a smaller model (model.width, model.head_scale) or more memory per device"
 

@@ -95,11 +95,28 @@ def plot_task_aware(final: Mapping[str, Mapping[str, Any]], path: str | os.PathL
     return _save(fig, path)
 
 
+def plot_selection(rals: Mapping[str, Any], path: str | os.PathLike) -> pathlib.Path:
+    """Online-SSL Fig. 3b: the fraction of RALS's selected samples from the new batch at each local step,
+    averaged over the last batches and for the last one (``results["learner"]["rals"]``)."""
+    mean, last = np.asarray(rals["new_fraction_mean"], float), np.asarray(rals["new_fraction_last_batch"], float)
+    steps = np.arange(1, len(mean) + 1)
+    fig = Figure(figsize=(6, 3.5))
+    ax = fig.add_subplot()
+    ax.plot(steps, mean, marker=".", label=f"mean of the last {rals['batches_averaged']} batches")
+    ax.plot(steps, last, marker=".", linestyle="--", label="last batch")
+    ax.set_xlabel("local step")
+    ax.set_ylabel("selected from the new batch")
+    ax.set_ylim(0, 1)
+    ax.set_title("RALS selection")
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
 def plot_run(workdir: str | os.PathLike) -> list[pathlib.Path]:
     """Draws every plot that `W/results.json` has data for into `W/plots/`; returns the files written.
 
     accuracy_matrix_<name>.png for each matrix, knn_per_task.png from the history, task_aware.png
-    from the final LA/WP/TP.
+    from the final LA/WP/TP, rals_selection.png from an online run's selection statistics.
     """
     workdir = pathlib.Path(workdir)
     results = read_results(workdir)
@@ -112,4 +129,7 @@ def plot_run(workdir: str | os.PathLike) -> list[pathlib.Path]:
         written.append(plot_task_history(results["history"], out / "knn_per_task.png"))
     if any(all(block.get(m) is not None for m in ("la", "wp", "tp")) for block in results["final"].values()):
         written.append(plot_task_aware(results["final"], out / "task_aware.png"))
+    rals = results.get("learner", {}).get("rals")
+    if rals and rals["batches_averaged"]:
+        written.append(plot_selection(rals, out / "rals_selection.png"))
     return written

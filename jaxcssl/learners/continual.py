@@ -10,6 +10,10 @@ task), run the strategy's loss through the current, EMA-target and frozen old mo
 the optimiser, move the EMA target. At the end of a phase: snapshot the model into the frozen
 ``old`` pytree, save samples into the replay memory, and let the strategy store what it needs.
 
+``continual.init_from=W/checkpoints/tasks/<t>`` starts from the model of another run's checkpoint
+(:mod:`jaxcssl.learners.init_from`); the phases that train only tasks that model has trained take no
+steps (their end — old-model snapshot, memory, strategy state — and evaluation still run).
+
 The first-task guard lives here, once: before any task has ended the step calls
 :meth:`~jaxcssl.strategies.base.Strategy.first_task_loss` (plain SSL unless the strategy says
 otherwise), afterwards :meth:`~jaxcssl.strategies.base.Strategy.loss`. With
@@ -35,6 +39,7 @@ from jaxcssl.data.host_feed import HostFeed
 from jaxcssl.engine import rng
 from jaxcssl.engine.schedules import TaskCosine
 from jaxcssl.errors import ConfigError
+from jaxcssl.learners import init_from
 from jaxcssl.learners.base import Learner, Phase
 from jaxcssl.methods import ssl_views
 from jaxcssl.methods.base import ema_momentum, ema_update
@@ -146,9 +151,17 @@ class ContinualLearner(Learner):
 
     name = "continual"
     HOST_PLACEMENT = True
+    CONFIG = dict(
+        init_from="",  # W/checkpoints/tasks/<t> of another run: start from its model (Online-SSL Sec. 5.2)
+    )
 
     def __init__(self, config, data: builders.Data):
         super().__init__(config, data)
+        self.init_source = None
+        if config.continual.init_from:
+            self.init_source = init_from.source(config.continual.init_from, "continual.init_from")
+            # Read and verified now, before the run touches its workdir.
+            self.init_model = init_from.restore(self.init_source, "continual.init_from")
         self.method = builders.build_ssl_method(config, num_classes=data.dataset.num_classes)
         check_labelled_method(config, self.method)
         strategy = build_strategy(config, self.method)
@@ -187,8 +200,19 @@ class ContinualLearner(Learner):
 
     @classmethod
     def check(cls, config) -> None:
-        """The strategy's own settings (``config.strategy.<name>``)."""
+        """The strategy's own settings (``config.strategy.<name>``) and the ``init_from`` checkpoint."""
         strategies.REGISTRY.get(config.strategy.name).check(config)
+        if config.continual.init_from:
+            source = init_from.source(config.continual.init_from, "continual.init_from")
+            init_from.check_compatible(config, source, "continual.init_from")
+
+    @classmethod
+    def tasks_trained(cls, config: dict, phase: int) -> tuple[int, ...]:
+        """The split tasks trained by the end of phase ``phase`` of a continual run with ``config`` (a dict)."""
+        every = tuple(range(init_from.num_tasks(config)))
+        if config["strategy"]["name"] == "offline" or config["split"]["schedule"] == "interleaved":
+            return every  # one phase trains every task
+        return every[:phase + 1]
 
     def _data_info(self) -> DataInfo:
         """What the strategy may know of the data: classes, training labels, the phases' samples, keys."""
@@ -205,6 +229,7 @@ class ContinualLearner(Learner):
     def _make_plan(self) -> list[Phase]:
         c, batch = self.config, self.batch_size
         phases, seen = [], set()
+        trained = set(self.init_source.tasks) if self.init_source is not None else set()
         for index, (tasks, rows) in enumerate(self.phase_rows):
             if rows.shape[1] < batch:
                 raise ValueError(f"task {index} has {rows.shape[1]} training samples, fewer than "
@@ -217,7 +242,7 @@ class ContinualLearner(Learner):
             seen.update(tasks)
             phases.append(Phase(
                 index=index, label=f"task {index + 1}/{len(self.phase_rows)}",
-                num_steps=num_steps,
+                num_steps=0 if set(tasks) <= trained else num_steps,
                 program="first" if index == 0 or c.train.reinit_each_task else "later", tasks=tuple(tasks),
                 seen_tasks=tuple(sorted(seen)),
                 records_row=len(tasks) == 1, images_per_step=batch,
@@ -284,11 +309,27 @@ class ContinualLearner(Learner):
         return sharding.replicate(state, self.data.mesh)
 
     def start_phase(self, state: TrainState, phase: Phase) -> TrainState:
-        """A fresh optimiser state (and, with ``train.reinit_each_task``, the initial model)."""
+        """A fresh optimiser state (and, with ``train.reinit_each_task``, the initial model; with
+        ``continual.init_from``, the checkpoint's model at the first phase)."""
+        if self.init_source is not None and phase.index == 0:
+            state = self._restore_model(state)
         if self.config.train.reinit_each_task and phase.index > 0:
             params, model_state = sharding.replicate(self._initial_model(), self.data.mesh)
             state = state.replace(params=params, model_state=model_state)
         return state.replace(opt_state=sharding.replicate(self.tx.init(state.params), self.data.mesh))
+
+    def _restore_model(self, state: TrainState) -> TrainState:
+        """``state`` with the model (parameters, BatchNorm statistics, EMA target) of ``init_from``."""
+        restored = self.init_model
+        model = {"params": state.params["model"], "batch_stats": state.model_state.batch_stats["model"]}
+        model = init_from.matching(model, {k: restored[k] for k in model}, "model")
+        model_state = state.model_state.replace(batch_stats={**state.model_state.batch_stats,
+                                                             "model": model["batch_stats"]})
+        if self.method.uses_target:
+            model_state = model_state.replace(target=init_from.matching(state.model_state.target, restored["target"],
+                                                                        "EMA target"))
+        state = state.replace(params={**state.params, "model": model["params"]}, model_state=model_state)
+        return sharding.replicate(state, self.data.mesh)
 
     # --- step ------------------------------------------------------------------------------------
     def inputs(self, phase: Phase) -> TaskInputs:

@@ -5,7 +5,7 @@ import dataclasses
 
 import jax
 
-from jaxcssl.losses import barlow_twins
+from jaxcssl.losses import barlow_twins, barlow_twins_grouped
 from jaxcssl.methods.base import Embedding, MethodSpec, SSLMethod
 from jaxcssl.models.heads import HeadSpec
 
@@ -22,8 +22,14 @@ DEFAULTS = dict(
 class BarlowTwins(SSLMethod):
     """``L(q, k) = BT(z_q, k)``; symmetric, no target network."""
 
+    rals_units = ("group",)
+
     def criterion(self, query: Embedding, key: jax.Array, state):
         return barlow_twins(query.projection, key, **self.loss_kwargs), state
+
+    def grouped_loss(self, online1, online2, key1, key2, state, group_size):
+        """Online-SSL Sec. 4.3: Barlow Twins on each part of ``N_p`` images (Eq. 11–12 per part)."""
+        return barlow_twins_grouped(online1.projection, key2, group_size, **self.loss_kwargs)
 
 
 SPEC = MethodSpec(

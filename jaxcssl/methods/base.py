@@ -10,6 +10,9 @@ Table 5). The engine only ever calls:
 * :meth:`SSLMethod.criterion` — one direction ``L_SSL(query, key)`` of the objective, the building
   block of cross-model feature mixup (Eq. 4) and of Sy-CON;
 * :meth:`SSLMethod.distill` — the CaSSLe distillation loss ``L(z̄, h(z))`` (Eq. 5, second term);
+* :meth:`SSLMethod.per_sample_loss` / :meth:`SSLMethod.grouped_loss` — the objective per image or per
+  group of images, where it has such a form (:attr:`SSLMethod.rals_units`), for the online learner's
+  sample selection (Online-SSL Sec. 4.2–4.3);
 * :func:`ema_update` / :func:`ema_momentum` for methods with a target network.
 
 Key-side embeddings are passed as arrays: for symmetric objectives (Barlow Twins, SimCLR, VICReg,
@@ -74,7 +77,11 @@ class SSLMethod(abc.ABC):
       batch_fields: per-step inputs the objective needs beyond the views: ``"labels"`` (supervised),
         whose criterion then scores view 1 against the labels.
       PREDICTORS: the extra evaluation predictors :meth:`predictors` returns (``"logits"``).
+      rals_units: the forms of :meth:`per_sample_loss` (``"sample"``) and :meth:`grouped_loss`
+        (``"group"``) the objective has, its preferred one first; ``()``: neither.
     """
+
+    rals_units: ClassVar[tuple[str, ...]] = ()
 
     name: str
     model: SSLModel
@@ -130,6 +137,20 @@ class SSLMethod(abc.ABC):
         loss12, state = self.criterion(online1, key2, state)
         loss21, state = self.criterion(online2, key1, state)
         return 0.5 * (loss12 + loss21), state
+
+    def per_sample_loss(
+        self, online1: Embedding, online2: Embedding, key1: jax.Array, key2: jax.Array, state: Pytree
+    ) -> jax.Array:
+        """The objective per image, ``[N]`` (Online-SSL Eq. 9's ``L^i``); ``state`` is only read."""
+        raise NotImplementedError(f"SSL method {self.name!r} has no per-sample loss")
+
+    def grouped_loss(
+        self, online1: Embedding, online2: Embedding, key1: jax.Array, key2: jax.Array, state: Pytree,
+        group_size: int,
+    ) -> jax.Array:
+        """The objective on each consecutive group of ``group_size`` images, ``[N // group_size]``
+        (Online-SSL Sec. 4.3: the parts of ``N_p`` images of Barlow Twins); ``state`` is only read."""
+        raise NotImplementedError(f"SSL method {self.name!r} has no grouped loss")
 
     @classmethod
     def make_projector(cls, projector: nn.Module, options: Mapping[str, Any], *, dtype: Any) -> nn.Module:

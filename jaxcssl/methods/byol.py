@@ -5,7 +5,7 @@ import dataclasses
 
 import jax
 
-from jaxcssl.losses import byol
+from jaxcssl.losses import byol, byol_per_sample
 from jaxcssl.methods.base import Embedding, MethodSpec, SSLMethod
 from jaxcssl.models.heads import HeadSpec
 
@@ -25,9 +25,14 @@ class BYOL(SSLMethod):
 
     symmetric: bool = False
     uses_target: bool = True
+    rals_units = ("sample",)
 
     def criterion(self, query: Embedding, key: jax.Array, state):
         return byol(query.prediction, key), state
+
+    def per_sample_loss(self, online1, online2, key1, key2, state):
+        """``½(2 − 2cos(q¹, k²) + 2 − 2cos(q², k¹))`` per image; its mean is :meth:`ssl_loss`."""
+        return 0.5 * (byol_per_sample(online1.prediction, key2) + byol_per_sample(online2.prediction, key1))
 
 
 SPEC = MethodSpec(

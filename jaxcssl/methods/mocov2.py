@@ -7,7 +7,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from jaxcssl.losses import info_nce, mocov2_enqueue, mocov2_init_queue, mocov2_symmetric
+from jaxcssl.losses import info_nce, info_nce_per_sample, mocov2_enqueue, mocov2_init_queue, mocov2_symmetric
 from jaxcssl.methods.base import Embedding, MethodSpec, SSLMethod
 from jaxcssl.models.heads import HeadSpec
 
@@ -38,6 +38,7 @@ class MoCoV2(SSLMethod):
     queue_size: int = 32768
     projection_dim: int = 128
     distill_temperature: float = 0.2
+    rals_units = ("sample",)
 
     def init_loss_state(self):
         queue, ptr = mocov2_init_queue(jax.random.PRNGKey(0), self.queue_size, self.projection_dim)
@@ -45,6 +46,17 @@ class MoCoV2(SSLMethod):
 
     def criterion(self, query: Embedding, key: jax.Array, state):
         return info_nce(query.projection, jax.lax.stop_gradient(key), **self.loss_kwargs), state
+
+    def per_sample_loss(self, online1, online2, key1, key2, state):
+        """``½ (L_i(q¹, k²; Q²) + L_i(q², k¹; Q¹))`` per image: each direction against its key's view's
+        queue, as :meth:`ssl_loss`, whose loss is the mean of this one."""
+        queues = jax.lax.stop_gradient(state["queue"])
+
+        def one(query, key, queue):
+            return info_nce_per_sample(query.projection, jax.lax.stop_gradient(key), extra_negatives=queue,
+                                       key_negatives=False, **self.loss_kwargs)
+
+        return 0.5 * (one(online1, key2, queues[1]) + one(online2, key1, queues[0]))
 
     def distill(self, predicted: jax.Array, old: jax.Array, state):
         """CaSSLe's contrastive distiller: InfoNCE from ``h(z)`` to ``z̄`` with in-batch negatives (τ 0.2)."""

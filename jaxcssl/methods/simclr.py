@@ -5,7 +5,7 @@ import dataclasses
 
 import jax
 
-from jaxcssl.losses import simclr
+from jaxcssl.losses import simclr, simclr_per_sample
 from jaxcssl.methods.base import Embedding, MethodSpec, SSLMethod
 from jaxcssl.models.heads import HeadSpec
 
@@ -24,9 +24,14 @@ class SimCLR(SSLMethod):
     """``L(q, k) = NT-Xent(z_q, k)``; symmetric, both sides receive gradients."""
 
     distill_temperature: float = 0.5
+    rals_units = ("sample",)
 
     def criterion(self, query: Embedding, key: jax.Array, state):
         return simclr(query.projection, key, **self.loss_kwargs), state
+
+    def per_sample_loss(self, online1, online2, key1, key2, state):
+        """Online-SSL Sec. 4.3: ``l_ij + l_ji`` over the 2N views (Eq. 10); its mean is twice :meth:`ssl_loss`."""
+        return simclr_per_sample(online1.projection, key2, **self.loss_kwargs)
 
     def distill(self, predicted: jax.Array, old: jax.Array, state):
         return simclr(predicted, jax.lax.stop_gradient(old), temperature=self.distill_temperature), state

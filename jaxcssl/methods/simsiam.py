@@ -5,7 +5,7 @@ import dataclasses
 
 import jax
 
-from jaxcssl.losses import simsiam
+from jaxcssl.losses import simsiam, simsiam_per_sample
 from jaxcssl.methods.base import Embedding, MethodSpec, SSLMethod
 from jaxcssl.models.heads import HeadSpec
 
@@ -18,12 +18,17 @@ class SimSiam(SSLMethod):
     """``L(q, k) = −cos(p(z_q), sg(k))``; views averaged; keys are the stop-gradient projections."""
 
     symmetric: bool = False
+    rals_units = ("sample",)
 
     def key_embedding(self, online: Embedding, target: Embedding | None = None) -> jax.Array:
         return jax.lax.stop_gradient(online.projection)
 
     def criterion(self, query: Embedding, key: jax.Array, state):
         return simsiam(query.prediction, key), state
+
+    def per_sample_loss(self, online1, online2, key1, key2, state):
+        """``−½(cos(p¹, sg(z²)) + cos(p², sg(z¹)))`` per image; its mean is :meth:`ssl_loss`."""
+        return 0.5 * (simsiam_per_sample(online1.prediction, key2) + simsiam_per_sample(online2.prediction, key1))
 
 
 SPEC = MethodSpec(
