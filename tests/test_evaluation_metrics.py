@@ -51,6 +51,14 @@ def test_task_aware_edge_cases():
         task_aware_accuracy(np.array([0, 7]), np.array([0, 1]), np.array([0, 1]))
 
 
+def test_task_aware_on_a_data_incremental_split_is_la_only():
+    """Every task holds every class: no task of a class, so no WP or TP (and no error)."""
+    predictions, labels = np.array([0, 1, 2, 2]), np.array([0, 1, 1, 2])
+    assert task_aware_accuracy(predictions, labels, np.full(3, -1)) == {"la": 0.75, "wp": None, "tp": None}
+    with pytest.raises(ValueError, match="label 1 belongs to no task"):  # a class split missing a class
+        task_aware_accuracy(predictions, labels, np.array([0, -1, 1]))
+
+
 def test_class_to_task_map():
     mapping = class_to_task_map([[3, 1], [0, 4]], num_classes=6)
     np.testing.assert_array_equal(mapping, [1, 0, -1, 0, 1, -1])

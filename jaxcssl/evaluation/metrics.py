@@ -44,13 +44,16 @@ def topk_accuracy(logits: np.ndarray, labels: np.ndarray, k: int) -> float:
     return float(np.mean(np.any(top == labels[:, None], axis=1)))
 
 
-def task_aware_accuracy(predictions: np.ndarray, labels: np.ndarray, class_to_task: np.ndarray) -> dict[str, float]:
+def task_aware_accuracy(predictions: np.ndarray, labels: np.ndarray,
+                        class_to_task: np.ndarray) -> dict[str, float | None]:
     """Linear accuracy (LA), within-task prediction (WP) and task-id prediction (TP).
 
     CroMo-Mixup Sec. 2.2 (after Kim et al. 2022), for a sample x of class y in task t(y) and a
     classifier over all classes predicting p:
       LA = P(p = y),   TP = P(t(p) = t(y)),   WP = P(p = y | t(p) = t(y)) = LA / TP,
     so LA = WP x TP. When no sample has its task predicted correctly (TP = 0), WP is defined as 0.
+    A data-incremental split (every task holds every class: ``class_to_task`` all -1) has no task of
+    a class, so WP and TP are ``None`` there.
     """
     predictions, labels = np.asarray(predictions), np.asarray(labels)
     class_to_task = np.asarray(class_to_task)
@@ -64,10 +67,12 @@ def task_aware_accuracy(predictions: np.ndarray, labels: np.ndarray, class_to_ta
         if ids.min() < 0 or ids.max() >= num_classes:
             raise ValueError(f"task_aware_accuracy: {name} must lie in [0, {num_classes}) (size of "
                              f"class_to_task), got [{ids.min()}, {ids.max()}]")
+    class_correct = predictions == labels
+    if np.all(class_to_task < 0):
+        return {"la": float(np.mean(class_correct)), "wp": None, "tp": None}
     true_task = class_to_task[labels]
     if np.any(true_task < 0):
         raise ValueError(f"task_aware_accuracy: label {labels[true_task < 0][0]} belongs to no task in class_to_task")
-    class_correct = predictions == labels
     task_correct = class_to_task[predictions] == true_task
     la, tp = float(np.mean(class_correct)), float(np.mean(task_correct))
     wp = float(np.sum(class_correct) / np.sum(task_correct)) if np.any(task_correct) else 0.0
