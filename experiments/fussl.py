@@ -65,15 +65,20 @@ COLUMNS = {
 COLUMNS[2] = COLUMNS[1]
 DEFAULT_SETTING = {1: "imagenet", 2: "imagenet", 3: "tiny_imagenet", 4: "cifar100_cross_class"}
 
-_TABLE = flags.DEFINE_enum("table", "1", ["1", "2", "3", "4"], "The paper's table to reproduce.")
-_SETTING = flags.DEFINE_string("setting", "", "configs/fussl.py setting (default: the table's own).")
-_OBJECTIVES = flags.DEFINE_list("objectives", [], "SSL objectives (default: the table's).")
-_TRANSFER = flags.DEFINE_list("transfer", ["cifar10:tfds:", "cifar100:tfds:"],
-                              "Table 2: transfer datasets as name:source:path.")
-_WORKDIR = flags.DEFINE_string("workdir", "workdirs/fussl", "One sub-folder per objective and case.")
-_TIME_LIMIT = flags.DEFINE_string("time_limit", "", "Stop cleanly after this long (e.g. 9m); rerun to continue.")
-_FINAL_EVAL_TIME = flags.DEFINE_string("final_eval_time", "0", "Start a final evaluation only with this much left.")
-_REPORT_ONLY = flags.DEFINE_bool("report_only", False, "Only rewrite <workdir>/RESULTS.md from what is there.")
+def _define_flags() -> None:
+    """The command line's flags, defined only when the module runs as a program (it imports cleanly)."""
+    global _TABLE, _SETTING, _OBJECTIVES, _TRANSFER, _WORKDIR, _TIME_LIMIT, _FINAL_EVAL_TIME, _REPORT_ONLY
+    _TABLE = flags.DEFINE_enum("table", "1", ["1", "2", "3", "4"], "The paper's table to reproduce.")
+    _SETTING = flags.DEFINE_string("setting", "", "configs/fussl.py setting (default: the table's own).")
+    _OBJECTIVES = flags.DEFINE_list("objectives", [], "SSL objectives (default: the table's).")
+    _TRANSFER = flags.DEFINE_list("transfer", ["cifar10:tfds:", "cifar100:tfds:"],
+                                  "Table 2: transfer datasets as name:source:path.")
+    _WORKDIR = flags.DEFINE_string("workdir", "workdirs/fussl", "One sub-folder per objective and case.")
+    _TIME_LIMIT = flags.DEFINE_string("time_limit", "", "Stop cleanly after this long (e.g. 9m); rerun to continue.")
+    _FINAL_EVAL_TIME = flags.DEFINE_string("final_eval_time", "0", "Start a final evaluation only with this much left.")
+    _REPORT_ONLY = flags.DEFINE_bool("report_only", False, "Only rewrite <workdir>/RESULTS.md from what is there.")
+
+
 
 
 def fussl_config(setting: str, objective: str, case: str, overrides: Mapping[str, Any]):
@@ -240,4 +245,5 @@ def parse_flags(argv: list[str]) -> list[str]:
 
 
 if __name__ == "__main__":
+    _define_flags()
     app.run(main, flags_parser=parse_flags)

@@ -69,19 +69,25 @@ PAPER_TABLE1: dict[str, dict[tuple[str, int], dict[str, float]]] = {
 LABELS = {"offline": "Offline", "cassle": "CaSSLe", "norals": "Ours without RALS", "ours": "Ours"}
 RUNS = tuple(LABELS)
 
-_WORKDIR = flags.DEFINE_string("workdir", "workdirs/online_ssl", "One sub-folder per objective and run.")
-_CONFIG_FILE = flags.DEFINE_string(
-    "config_file", os.path.join(os.path.dirname(__file__), "..", "configs", "online_cifar100.py"),
-    "A config file whose get_config takes '<objective>,<steps>,<run>' (configs/online_*.py).")
-_CONFIG_SUFFIX = flags.DEFINE_string("config_suffix", "", "Appended to the config argument (e.g. 'full').")
-_OBJECTIVES = flags.DEFINE_list("objectives", ["barlow_twins", "simclr"], "SSL objectives (Table 1's columns).")
-_STEPS = flags.DEFINE_list("steps", ["10", "20", "50", "100"], "Local steps per stream batch (Table 1's rows).")
-_RUNS = flags.DEFINE_list("runs", list(RUNS), f"Runs per budget, of {', '.join(RUNS)}.")
-_SET = flags.DEFINE_multi_string("set", [], "key=value applied to every run's config (a Python literal or a string).")
-_TIME_LIMIT = flags.DEFINE_string("time_limit", "", "Stop cleanly after this long (e.g. 55m); rerun to continue.")
-_FINAL_EVAL_TIME = flags.DEFINE_string(
-    "final_eval_time", "0", "Start a run's final evaluation only if this much time is left (e.g. 5m).")
-_REPORT_ONLY = flags.DEFINE_bool("report_only", False, "Only rewrite the report from the finished runs.")
+def _define_flags() -> None:
+    """The command line's flags, defined only when the module runs as a program (it imports cleanly)."""
+    global _WORKDIR, _CONFIG_FILE, _CONFIG_SUFFIX, _OBJECTIVES, _STEPS, _RUNS, _SET, _TIME_LIMIT, _FINAL_EVAL_TIME
+    global _REPORT_ONLY
+    _WORKDIR = flags.DEFINE_string("workdir", "workdirs/online_ssl", "One sub-folder per objective and run.")
+    _CONFIG_FILE = flags.DEFINE_string(
+        "config_file", os.path.join(os.path.dirname(__file__), "..", "configs", "online_cifar100.py"),
+        "A config file whose get_config takes '<objective>,<steps>,<run>' (configs/online_*.py).")
+    _CONFIG_SUFFIX = flags.DEFINE_string("config_suffix", "", "Appended to the config argument (e.g. 'full').")
+    _OBJECTIVES = flags.DEFINE_list("objectives", ["barlow_twins", "simclr"], "SSL objectives (Table 1's columns).")
+    _STEPS = flags.DEFINE_list("steps", ["10", "20", "50", "100"], "Local steps per stream batch (Table 1's rows).")
+    _RUNS = flags.DEFINE_list("runs", list(RUNS), f"Runs per budget, of {', '.join(RUNS)}.")
+    _SET = flags.DEFINE_multi_string("set", [], "key=value applied to every run's config (a Python literal or a string).")
+    _TIME_LIMIT = flags.DEFINE_string("time_limit", "", "Stop cleanly after this long (e.g. 55m); rerun to continue.")
+    _FINAL_EVAL_TIME = flags.DEFINE_string(
+        "final_eval_time", "0", "Start a run's final evaluation only if this much time is left (e.g. 5m).")
+    _REPORT_ONLY = flags.DEFINE_bool("report_only", False, "Only rewrite the report from the finished runs.")
+
+
 
 
 def load_config_file(path: str):
@@ -265,4 +271,5 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
+    _define_flags()
     app.run(main)

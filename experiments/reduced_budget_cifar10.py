@@ -34,15 +34,20 @@ PAPER_TABLE2 = {
     "cromo": (88.22, 91.78, 95.75),
 }
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", os.path.join(os.path.dirname(__file__), "..", "configs", "cifar10_split2_reduced.py"),
-    "The run's config; strategy.name is set per run.")
-_WORKDIR = flags.DEFINE_string("workdir", "workdirs/cifar10_split2_reduced", "One sub-folder per strategy.")
-_STRATEGIES = flags.DEFINE_list("strategies", list(PAPER_TABLE2), "Strategies to run, in this order.")
-_TIME_LIMIT = flags.DEFINE_string("time_limit", "", "Stop cleanly after this long (e.g. 9m); rerun to continue.")
-_FINAL_EVAL_TIME = flags.DEFINE_string(
-    "final_eval_time", "0", "Start a run's final linear probe only if this much time is left (e.g. 3m).")
-_REPORT_ONLY = flags.DEFINE_bool("report_only", False, "Only rewrite <workdir>/RESULTS.md from the finished runs.")
+def _define_flags() -> None:
+    """The command line's flags, defined only when the module runs as a program (it imports cleanly)."""
+    global _CONFIG, _WORKDIR, _STRATEGIES, _TIME_LIMIT, _FINAL_EVAL_TIME, _REPORT_ONLY
+    _CONFIG = config_flags.DEFINE_config_file(
+        "config", os.path.join(os.path.dirname(__file__), "..", "configs", "cifar10_split2_reduced.py"),
+        "The run's config; strategy.name is set per run.")
+    _WORKDIR = flags.DEFINE_string("workdir", "workdirs/cifar10_split2_reduced", "One sub-folder per strategy.")
+    _STRATEGIES = flags.DEFINE_list("strategies", list(PAPER_TABLE2), "Strategies to run, in this order.")
+    _TIME_LIMIT = flags.DEFINE_string("time_limit", "", "Stop cleanly after this long (e.g. 9m); rerun to continue.")
+    _FINAL_EVAL_TIME = flags.DEFINE_string(
+        "final_eval_time", "0", "Start a run's final linear probe only if this much time is left (e.g. 3m).")
+    _REPORT_ONLY = flags.DEFINE_bool("report_only", False, "Only rewrite <workdir>/RESULTS.md from the finished runs.")
+
+
 
 
 def _percent(value: Optional[float]) -> str:
@@ -139,4 +144,5 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
+    _define_flags()
     app.run(main)

@@ -101,7 +101,7 @@ def resolve_placement(requested: str, dataset_bytes: int, device_fraction: float
                       capacity: Optional[int]) -> tuple[str, str]:
     """``data.placement`` -> ``("device" | "host", why)``: ``auto`` keeps the training set on the
     device when, replicated, it takes at most ``device_fraction`` of the device's ``capacity``."""
-    size = f"{dataset_bytes / 2**30:.2f} GiB"
+    size = f"{dataset_bytes / 2**30:.2f} GiB" if dataset_bytes >= 2**30 else f"{dataset_bytes / 2**20:.1f} MiB"
     if requested != "auto":
         return requested, f"data.placement={requested!r}"
     if not host_supported:

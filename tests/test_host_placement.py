@@ -32,12 +32,13 @@ def test_host_and_device_placements_train_identically(tmp_path, arg, steps_per_c
     runs = {}
     for placement in ("device", "host"):
         config = smoke_config(arg)
+        config.train.epochs = 1  # 4 steps per task: a call of 3 fused steps, then one of 1
         config.train.steps_per_call = steps_per_call
         config.train.log_every_steps = 1
         config.data.placement = placement
         engine.run(config, str(tmp_path / placement))
         runs[placement] = tmp_path / placement
-    assert _losses(runs["host"]) == _losses(runs["device"]) and len(_losses(runs["host"])) > 4
+    assert _losses(runs["host"]) == _losses(runs["device"]) and len(_losses(runs["host"])) >= 4
     assert _results(runs["host"]) == _results(runs["device"])
 
 

@@ -41,8 +41,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _launch(workdir: pathlib.Path, port: int, *extra: str) -> list[subprocess.Popen]:
-    flags = [f"--config.{k}={v}" for k, v in OVERRIDES.items()] + list(extra)
+def _launch(workdir: pathlib.Path, port: int, *extra: str, arg: str = ARG,
+            overrides: dict = OVERRIDES) -> list[subprocess.Popen]:
+    flags = [f"--config.{k}={v}" for k, v in overrides.items()] + list(extra)
     flags += ["--config.eval.after_task=('knn',)", "--config.eval.final=('knn',)", "--config.train.distributed=True"]
     processes = []
     for index in range(2):
@@ -50,7 +51,7 @@ def _launch(workdir: pathlib.Path, port: int, *extra: str) -> list[subprocess.Po
                "JAX_CPU_COLLECTIVES_IMPLEMENTATION": "gloo", "JAX_COORDINATOR_ADDRESS": f"127.0.0.1:{port}",
                "JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": str(index)}
         processes.append(subprocess.Popen(
-            [sys.executable, "-m", "jaxcssl.main", f"--config=configs/smoke.py:{ARG}", f"--workdir={workdir}", *flags],
+            [sys.executable, "-m", "jaxcssl.main", f"--config=configs/smoke.py:{arg}", f"--workdir={workdir}", *flags],
             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     return processes
 
@@ -114,6 +115,34 @@ def test_two_processes_train_like_one_stop_together_and_resume(tmp_path):
     one, two = _losses(tmp_path / "one"), _losses(straight)
     assert set(one) == set(two)
     np.testing.assert_allclose([two[s] for s in (1, 2, 3)], [one[s] for s in (1, 2, 3)], rtol=1e-5)
+
+
+# The other learners at their smallest: a 1-epoch pre-training and a stream of 4 batches of 3 steps;
+# FUSSL's ensemble of 3 for 1 epoch, then 2 epochs of phase 2 (its frozen part included).
+LEARNERS = {
+    "online": {"train.epochs": 1, "online.pretrain_epochs": 1, "online.max_batches": 4, "online.steps_per_batch": 3,
+               "online.eval_every_batches": 0, "train.log_every_steps": 1},
+    "fussl,byol": {"train.epochs": 1, "fussl.phase1.drop_epochs": 0, "fussl.phase2.epochs": 2,
+                   "train.log_every_steps": 1},
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arg", LEARNERS)
+def test_the_other_learners_train_on_two_processes_like_on_one(arg, tmp_path):
+    """Two processes of 2 devices vs this process with 4: the same plan, the first losses to float32
+    rounding (see the module docstring), one results.json written by process 0."""
+    two = _wait(_launch(tmp_path / "two", _free_port(), arg=arg, overrides=LEARNERS[arg]))
+    assert [code for code, _ in two] == [0, 0], [e[-1500:] for _, e in two]
+    config = smoke_config(arg)
+    config.update_from_flattened_dict({**LEARNERS[arg], "train.num_devices": 4})
+    engine.run(config, str(tmp_path / "one"))
+    results = json.loads((tmp_path / "two" / "results.json").read_text())
+    assert results["run"]["devices"]["processes"] == 2 and results["run"]["devices"]["count"] == 4
+    one, two = _losses(tmp_path / "one"), _losses(tmp_path / "two")
+    assert set(one) == set(two) and len(one) >= 3
+    first = sorted(one)[:3]
+    np.testing.assert_allclose([two[s] for s in first], [one[s] for s in first], rtol=1e-5)
 
 
 def test_a_launch_that_cannot_assemble_fails_within_a_minute_with_one_line(tmp_path):

@@ -76,7 +76,7 @@ class TaskInputs(NamedTuple):
     order_key: jax.Array  # the epoch permutations of this phase
     step_key: jax.Array  # the step stream: fold_in(step_key, global step)
     schedule: TaskCosine
-    num_steps: jax.Array  # int32 []: steps of this phase (the per-task EMA schedule)
+    num_steps: Optional[jax.Array] = None  # int32 []: steps of this phase (the per-task EMA schedule)
     call_start: Optional[jax.Array] = None  # int32 []: placement "host": the phase step of the call's first batch
 
 
