@@ -131,7 +131,7 @@ LEARNERS = {
 @pytest.mark.parametrize("arg", LEARNERS)
 def test_the_other_learners_train_on_two_processes_like_on_one(arg, tmp_path):
     """Two processes of 2 devices vs this process with 4: the same plan, the first losses to float32
-    rounding (see the module docstring), one results.json written by process 0."""
+    rounding (see the module docstring), and process 0's results.json for the 2 processes."""
     two = _wait(_launch(tmp_path / "two", _free_port(), arg=arg, overrides=LEARNERS[arg]))
     assert [code for code, _ in two] == [0, 0], [e[-1500:] for _, e in two]
     config = smoke_config(arg)
@@ -142,7 +142,9 @@ def test_the_other_learners_train_on_two_processes_like_on_one(arg, tmp_path):
     one, two = _losses(tmp_path / "one"), _losses(tmp_path / "two")
     assert set(one) == set(two) and len(one) >= 3
     first = sorted(one)[:3]
-    np.testing.assert_allclose([two[s] for s in first], [one[s] for s in first], rtol=1e-5)
+    # FUSSL's Adam divides by the gradients' own scale, so the 1e-7 reduction-order difference reaches
+    # 2e-5 by its third step (measured); a wrong sharding or batch differs by far more.
+    np.testing.assert_allclose([two[s] for s in first], [one[s] for s in first], rtol=1e-4)
 
 
 def test_a_launch_that_cannot_assemble_fails_within_a_minute_with_one_line(tmp_path):
