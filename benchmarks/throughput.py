@@ -300,6 +300,32 @@ def _time_rounds(call, state, data, steps: int, repeats: int) -> tuple[list[floa
     return rounds, state, metrics
 
 
+def _compile_and_warm(step, state, data, bench: Bench):
+    """Lower, compile and run ``step`` ``bench.warmup`` times: ``(lowered, compiled, state, metrics, times)``
+    with ``times`` = lower, compile and first-call (lower + compile + run) seconds."""
+    jax.block_until_ready(state)
+    t0 = time.perf_counter()
+    lowered = step.lower(state, data)
+    t1 = time.perf_counter()
+    compiled = lowered.compile(dict(bench.compiler_options))
+    t2 = time.perf_counter()
+    state, metrics = compiled(state, data)
+    jax.block_until_ready((state, metrics))
+    t3 = time.perf_counter()
+    for _ in range(bench.warmup - 1):
+        state, metrics = compiled(state, data)
+    jax.block_until_ready((state, metrics))
+    return lowered, compiled, state, metrics, {"lower_s": t1 - t0, "compile_s": t2 - t1, "first_call_s": t3 - t0}
+
+
+def _xla_mib(memory) -> Optional[float]:
+    """XLA's static estimate: arguments + outputs - donated (aliased) + temporaries, in MiB."""
+    if memory is None:
+        return None
+    return (memory.argument_size_in_bytes + memory.output_size_in_bytes - memory.alias_size_in_bytes
+            + memory.temp_size_in_bytes) / 2**20
+
+
 def _git_revision() -> str:
     try:
         out = subprocess.run(["git", "-C", str(_REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
@@ -336,19 +362,7 @@ def measure(bench: Bench, *, breakdown: bool = False, profile_dir: str = "") -> 
     def program(steps_per_call: int):
         return compile_step(step_fn, learner.data.mesh, steps_per_call)
 
-    step = program(bench.steps_per_call)
-    jax.block_until_ready(state)
-    t0 = time.perf_counter()
-    lowered = step.lower(state, data)
-    t1 = time.perf_counter()
-    compiled = lowered.compile(dict(bench.compiler_options))
-    t2 = time.perf_counter()
-    state, metrics = compiled(state, data)
-    jax.block_until_ready((state, metrics))
-    t3 = time.perf_counter()
-    for _ in range(bench.warmup - 1):
-        state, metrics = compiled(state, data)
-    jax.block_until_ready((state, metrics))
+    lowered, compiled, state, metrics, times = _compile_and_warm(program(bench.steps_per_call), state, data, bench)
     rounds, state, metrics = _time_rounds(compiled, state, data, bench.steps, bench.repeats)
     loss = float(np.asarray(metrics["loss"])[-1])
     if not math.isfinite(loss):  # timings stand, but the program is suspect: say so, keep the record
@@ -357,11 +371,6 @@ def measure(bench: Bench, *, breakdown: bool = False, profile_dir: str = "") -> 
     compiled_cost = _cost(compiled.cost_analysis())
     one_step = lowered if bench.steps_per_call == 1 else program(1).lower(state, data)
     flops, flops_source = _step_flops(one_step, compiled_cost, bench.steps_per_call)
-    memory = compiled.memory_analysis()
-    xla_bytes = None
-    if memory is not None:
-        xla_bytes = (memory.argument_size_in_bytes + memory.output_size_in_bytes - memory.alias_size_in_bytes
-                     + memory.temp_size_in_bytes)
     device = learner.data.mesh.devices.flat[0]
     stats = device.memory_stats() or {}
 
@@ -384,9 +393,7 @@ def measure(bench: Bench, *, breakdown: bool = False, profile_dir: str = "") -> 
         "compiler_options": dict(bench.compiler_options),
         "dataset_size": int(learner.data.device_images.shape[0]),
         "task_size": len(learner.stream) if online else int(learner.phase_rows[phase.index][1].shape[1]),
-        "lower_s": t1 - t0,
-        "compile_s": t2 - t1,
-        "first_call_s": t3 - t0,
+        **times,
         "step_ms": step_s * 1e3,
         "step_ms_min": min(rounds) / bench.steps_per_call * 1e3,
         "step_ms_max": max(rounds) / bench.steps_per_call * 1e3,
@@ -400,7 +407,7 @@ def measure(bench: Bench, *, breakdown: bool = False, profile_dir: str = "") -> 
         "fp32_vector_peak_tflops": fp32_vector_peak(device.device_kind),
         "pct_of_peak": 100 * tflops / peak if (tflops and peak) else None,
         "peak_mib": stats["peak_bytes_in_use"] / 2**20 if "peak_bytes_in_use" in stats else None,
-        "xla_mib": xla_bytes / 2**20 if xla_bytes is not None else None,
+        "xla_mib": _xla_mib(compiled.memory_analysis()),
         "loss": loss if math.isfinite(loss) else str(loss),
         "method_note": METHOD_NOTE,
     }
@@ -424,35 +431,24 @@ def _measure_ensemble(bench: Bench, learner) -> dict[str, Any]:
     member sees the whole batch, as two views of its own)."""
     phase = learner.plan()[0]
     state, data = learner.init_state(), learner.inputs(phase)
-    jax.block_until_ready(state)
-    t0 = time.perf_counter()
-    lowered = compile_step(learner.step_fn(phase.program), learner.data.mesh).lower(state, data)
-    t1 = time.perf_counter()
-    compiled = lowered.compile(dict(bench.compiler_options))
-    t2 = time.perf_counter()
-    state, metrics = compiled(state, data)
-    jax.block_until_ready((state, metrics))
-    t3 = time.perf_counter()
-    for _ in range(bench.warmup - 1):
-        state, metrics = compiled(state, data)
+    step = compile_step(learner.step_fn(phase.program), learner.data.mesh)
+    _, compiled, state, metrics, times = _compile_and_warm(step, state, data, bench)
     rounds, state, metrics = _time_rounds(compiled, state, data, bench.steps, bench.repeats)
     step_s = statistics.median(rounds)
     device = learner.data.mesh.devices.flat[0]
     stats = device.memory_stats() or {}
-    memory = compiled.memory_analysis()
     return {
         "date_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "device_kind": device.device_kind, "platform": device.platform, "jax": jax.__version__,
         "mesh_devices": int(learner.data.mesh.devices.size), "git": _git_revision(),
         **{k: v for k, v in dataclasses.asdict(bench).items()}, "replay": 0,
         "compiler_options": dict(bench.compiler_options),
-        "lower_s": t1 - t0, "compile_s": t2 - t1, "first_call_s": t3 - t0,
+        **times,
         "step_ms": step_s * 1e3, "step_ms_min": min(rounds) * 1e3, "step_ms_max": max(rounds) * 1e3,
         "images_per_s": bench.batch / step_s, "all_members_images_per_s": bench.ensemble * bench.batch / step_s,
         "plan_mib": engine_memory.plan(state, data, compiled).total / 2**20,  # what the loop checks
         "peak_mib": stats["peak_bytes_in_use"] / 2**20 if "peak_bytes_in_use" in stats else None,
-        "xla_mib": (memory.argument_size_in_bytes + memory.output_size_in_bytes - memory.alias_size_in_bytes
-                    + memory.temp_size_in_bytes) / 2**20 if memory is not None else None,
+        "xla_mib": _xla_mib(compiled.memory_analysis()),
         "tflops": None, "pct_of_peak": None, "loss": float(np.asarray(metrics["loss"])[-1]),
         "method_note": "FUSSL phase-1 step; img/s per member (x ensemble for all members)",
     }
