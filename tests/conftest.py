@@ -8,7 +8,13 @@ import pathlib
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 _flags = os.environ.get("XLA_FLAGS", "")
 if "xla_force_host_platform_device_count" not in _flags:
-    os.environ["XLA_FLAGS"] = (_flags + " --xla_force_host_platform_device_count=4").strip()
+    _flags += " --xla_force_host_platform_device_count=4"
+# XLA:CPU aborts the process when the devices of a collective do not all reach it within 40 s ("only 3
+# of them arrived"); with 4 fake devices on 2 cores shared by two test workers and their subprocesses,
+# a device's thread can wait that long for a core. Ten minutes, so that a slow machine is only slow.
+if "xla_cpu_collective_call_terminate_timeout_seconds" not in _flags:
+    _flags += " --xla_cpu_collective_call_terminate_timeout_seconds=600"
+os.environ["XLA_FLAGS"] = _flags.strip()
 
 # Persistent XLA compilation cache: the end-to-end tests build the same programs in several runs and
 # subprocesses (resume, CLI); on CPU a cached ResNet step loads in well under a second.
