@@ -7,6 +7,14 @@ import pathlib
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
+def load_module(path: pathlib.Path, name: str):
+    """The Python file ``path`` imported as module ``name`` (config files, experiment scripts)."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def load_config(path: pathlib.Path, arg: str | None = None):
     """``get_config(arg)`` of a config file, loaded by path as the CLI does."""
     spec = importlib.util.spec_from_file_location(path.stem, path)

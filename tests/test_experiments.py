@@ -5,10 +5,10 @@ own logic runs without compiling anything.
 """
 from __future__ import annotations
 
-import importlib.util
 import pathlib
 
 import pytest
+from support import load_module
 
 from jaxcssl import evaluation, preemption
 from jaxcssl.config import PAPER_SETTINGS, paper_config, validate
@@ -16,15 +16,9 @@ from jaxcssl.config import PAPER_SETTINGS, paper_config, validate
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
-def _load(path: pathlib.Path, name: str):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
-
-driver = _load(ROOT / "experiments" / "reduced_budget_cifar10.py", "reduced_budget_cifar10")
-reduced_config = _load(ROOT / "configs" / "cifar10_split2_reduced.py", "cifar10_split2_reduced").get_config
+driver = load_module(ROOT / "experiments" / "reduced_budget_cifar10.py", "reduced_budget_cifar10")
+reduced_config = load_module(ROOT / "configs" / "cifar10_split2_reduced.py", "cifar10_split2_reduced").get_config
 
 
 @pytest.mark.parametrize("strategy", ["finetune", "cassle_plus", "cromo"])

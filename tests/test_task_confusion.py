@@ -10,6 +10,7 @@ import sys
 
 import numpy as np
 import pytest
+from support import load_module
 
 from jaxcssl import evaluation
 from jaxcssl.config import validate
@@ -18,15 +19,9 @@ from jaxcssl.errors import ConfigError
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
-def _load(path: pathlib.Path, name: str):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
-
-configs = _load(ROOT / "configs" / "task_confusion.py", "task_confusion_config")
-driver = _load(ROOT / "experiments" / "task_confusion.py", "task_confusion_driver")
+configs = load_module(ROOT / "configs" / "task_confusion.py", "task_confusion_config")
+driver = load_module(ROOT / "experiments" / "task_confusion.py", "task_confusion_driver")
 
 
 @pytest.mark.parametrize("dataset", list(configs.SETTINGS))
